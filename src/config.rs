@@ -1,0 +1,279 @@
+//! Configuration: built-in defaults, then `config.toml`, then `TGRELAY_*` environment.
+//!
+//! Nested keys use `__` in the environment (`TGRELAY_BOTS__MAIN__TOKEN`,
+//! `TGRELAY_SINK__KIND=nats`). Every struct denies unknown fields, so a typo is an
+//! error instead of a silently ignored setting; [`Config::load`] lists every problem
+//! at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::UpdateKind;
+use crate::secret::Secret;
+use crate::sink::nats::NatsSinkConfig;
+
+mod validate;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The bots to relay, by name. The name is `{bot}` in routing templates.
+    pub bots: BTreeMap<String, BotConfig>,
+    /// Where updates go.
+    pub sink: SinkConfig,
+    pub log: LogConfig,
+    /// Metrics, health and readiness endpoints.
+    pub admin: AdminConfig,
+    /// On shutdown, how long in-flight publishes may take before the relay exits anyway
+    /// (whatever is not confirmed by then is fetched again next time: duplicates, no loss).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bots: BTreeMap::new(),
+            sink: SinkConfig::default(),
+            log: LogConfig::default(),
+            admin: AdminConfig::default(),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One bot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// The bot token from @BotFather.
+    pub token: Option<Secret>,
+    /// A file holding the token (a mounted Kubernetes secret); used when `token` is unset.
+    pub token_file: Option<PathBuf>,
+    /// Bot API base URL; point it at a local Bot API server to use one.
+    pub api_url: String,
+    pub mode: Mode,
+    /// Update kinds to ask Telegram for. Always sent, because Telegram otherwise keeps
+    /// the last value any client sent, and its default leaves out chat_member,
+    /// message_reaction and message_reaction_count. Default: every kind.
+    pub allowed_updates: Vec<String>,
+    /// Long-poll timeout sent to getUpdates (whole seconds, at most 50).
+    #[serde(with = "humantime_serde")]
+    pub poll_timeout: Duration,
+    /// Updates per getUpdates call, 1 to 100.
+    pub poll_limit: u32,
+    /// In polling mode, call deleteWebhook at start (pending updates are kept) so a
+    /// stale webhook does not answer every poll with 409.
+    pub delete_webhook: bool,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig {
+            token: None,
+            token_file: None,
+            api_url: crate::telegram::DEFAULT_BASE_URL.to_owned(),
+            mode: Mode::Polling,
+            allowed_updates: UpdateKind::KNOWN
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+            poll_timeout: Duration::from_secs(30),
+            poll_limit: 100,
+            delete_webhook: false,
+        }
+    }
+}
+
+impl BotConfig {
+    /// The token, once [`Config::load`] has resolved `token_file`.
+    pub fn token(&self) -> &Secret {
+        self.token.as_ref().expect("validated config has a token")
+    }
+
+    /// Telegram's bot id: the number before `:` in the token.
+    pub fn bot_id(&self) -> u64 {
+        validate::bot_id(self.token().expose()).expect("validated token has a bot id")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// getUpdates long polling.
+    Polling,
+    /// Telegram POSTs updates to the relay.
+    Webhook,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Which sink: `file` (default, needs no broker) or `nats`.
+    pub kind: SinkKind,
+    /// `binary`: the body is Telegram's update, attributes in headers. `structured`:
+    /// the body is a CloudEvents JSON object whose `data` is the update.
+    pub envelope: EnvelopeMode,
+    pub file: FileSinkConfig,
+    pub nats: NatsSinkConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    #[default]
+    File,
+    Nats,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvelopeMode {
+    #[default]
+    Binary,
+    Structured,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// JSON-lines file, one CloudEvents structured object per line; appended to.
+    pub path: PathBuf,
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        FileSinkConfig {
+            path: PathBuf::from("tgrelay-updates.jsonl"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level or `tracing` filter (`info`, `tgrelay=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the metrics/health server; empty to turn it off.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "0.0.0.0:9090".into(),
+        }
+    }
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// Loads defaults → `path` (when it exists, or must exist if `required`) → environment,
+    /// resolves token files, and validates.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigErrors> {
+        if required && !path.exists() {
+            return Err(ConfigErrors(vec![format!(
+                "config file {} does not exist",
+                path.display()
+            )]));
+        }
+        Self::from_figment(
+            Figment::new()
+                .merge(Toml::file(path))
+                .merge(Env::prefixed("TGRELAY_").split("__").ignore(&["config"])),
+        )
+    }
+
+    /// Extracts and validates a configuration from any figment (tests use this).
+    ///
+    /// Each section is extracted on its own, so one mistyped value does not hide the
+    /// problems of the other sections.
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut config = Config::default();
+        macro_rules! extract {
+            ($field:ident, $key:literal) => {
+                match figment.extract_inner($key) {
+                    Ok(value) => config.$field = value,
+                    Err(e) if e.missing() => {}
+                    Err(e) => errors.extend(e.into_iter().map(|e| e.to_string())),
+                }
+            };
+        }
+        extract!(sink, "sink");
+        extract!(log, "log");
+        extract!(admin, "admin");
+        match figment.extract_inner::<String>("drain_timeout") {
+            Ok(text) => match humantime::parse_duration(&text) {
+                Ok(d) => config.drain_timeout = d,
+                Err(e) => errors.push(format!("drain_timeout {text:?}: {e}")),
+            },
+            Err(e) if e.missing() => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+        let top: BTreeMap<String, figment::value::Value> = figment.extract().unwrap_or_default();
+        let names: Vec<String> = match top.get("bots") {
+            Some(figment::value::Value::Dict(_, bots)) => bots.keys().cloned().collect(),
+            Some(_) => {
+                errors.push("bots must be a table of bots by name".into());
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        for name in names {
+            match figment.extract_inner::<BotConfig>(&format!("bots.{name}")) {
+                Ok(bot) => {
+                    config.bots.insert(name, bot);
+                }
+                Err(e) => errors.extend(e.into_iter().map(|e| format!("bots.{name}: {e}"))),
+            }
+        }
+        let known = ["bots", "sink", "log", "admin", "drain_timeout"];
+        for key in top.keys().filter(|k| !known.contains(&k.as_str())) {
+            errors.push(format!("unknown setting {key:?}"));
+        }
+        errors.extend(validate::validate(&mut config));
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The effective configuration as TOML, every secret redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes to TOML")
+    }
+}

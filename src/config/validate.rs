@@ -1,0 +1,182 @@
+//! Validation: every problem of a configuration, each naming its key and env variable.
+
+use super::{BotConfig, Config, Mode, SinkKind};
+use crate::route::RouteTemplate;
+use crate::secret::Secret;
+
+/// The bot id of a token (`<digits>:<secret>`), if the token has that shape.
+pub(super) fn bot_id(token: &str) -> Option<u64> {
+    let (id, secret) = token.split_once(':')?;
+    let secret_ok = !secret.is_empty()
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if secret_ok && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+        id.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Resolves token files in place and returns every problem found.
+pub(super) fn validate(config: &mut Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    if config.bots.is_empty() {
+        errors.push(
+            "no bots configured: add [bots.<name>] with a token (or TGRELAY_BOTS__<NAME>__TOKEN)"
+                .to_owned(),
+        );
+    }
+    for (name, bot) in &mut config.bots {
+        validate_bot(name, bot, &mut errors);
+    }
+    validate_sink(config, &mut errors);
+    if config.drain_timeout.is_zero() {
+        errors.push("drain_timeout must be above zero".into());
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        errors.push(format!("log.level {:?}: {e}", config.log.level));
+    }
+    if !config.admin.listen.is_empty()
+        && config.admin.listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        errors.push(format!(
+            "admin.listen {:?} is not an address like 0.0.0.0:9090",
+            config.admin.listen
+        ));
+    }
+    errors
+}
+
+fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
+    let key = |field: &str| {
+        format!(
+            "bots.{name}.{field} (TGRELAY_BOTS__{}__{})",
+            name.to_uppercase(),
+            field.to_uppercase()
+        )
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !name_ok {
+        errors.push(format!(
+            "bots.{name}: a bot name is 1-64 of a-z, 0-9, _ and - (it becomes part of subjects and topics)"
+        ));
+    }
+    resolve_token(bot, &key, errors);
+    if let Some(token) = &bot.token {
+        if bot_id(token.expose()).is_none() {
+            // Never echo the token: it may be a real one with a typo.
+            errors.push(format!(
+                "{}: not a bot token (expected <bot id>:<secret>, as @BotFather gives it)",
+                key("token")
+            ));
+        }
+    }
+    match reqwest::Url::parse(&bot.api_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        _ => errors.push(format!(
+            "{}: {:?} is not an http(s) URL",
+            key("api_url"),
+            bot.api_url
+        )),
+    }
+    if bot.mode == Mode::Webhook {
+        errors.push(format!(
+            "{}: webhook mode is not available in this version; use polling",
+            key("mode")
+        ));
+    }
+    let timeout = bot.poll_timeout;
+    if timeout.as_secs() > 50 || timeout.subsec_nanos() != 0 {
+        errors.push(format!(
+            "{}: {} must be whole seconds from 0s to 50s",
+            key("poll_timeout"),
+            humantime::format_duration(timeout)
+        ));
+    }
+    if !(1..=100).contains(&bot.poll_limit) {
+        errors.push(format!("{}: must be 1 to 100", key("poll_limit")));
+    }
+    for kind in &bot.allowed_updates {
+        if crate::envelope::UpdateKind::from_field(kind) == crate::envelope::UpdateKind::Unknown {
+            errors.push(format!(
+                "{}: {kind:?} is not an update field name",
+                key("allowed_updates")
+            ));
+        }
+    }
+    if bot.allowed_updates.is_empty() {
+        errors.push(format!(
+            "{}: must name at least one kind (an empty list means Telegram's default, which leaves out chat_member and reactions)",
+            key("allowed_updates")
+        ));
+    }
+}
+
+fn resolve_token(bot: &mut BotConfig, key: &dyn Fn(&str) -> String, errors: &mut Vec<String>) {
+    match (&bot.token, &bot.token_file) {
+        (Some(token), _) if !token.is_empty() => {}
+        (_, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => bot.token = Some(Secret::new(text.trim())),
+            Err(e) => errors.push(format!(
+                "{}: cannot read {}: {e}",
+                key("token_file"),
+                path.display()
+            )),
+        },
+        _ => errors.push(format!("{}: required (or token_file)", key("token"))),
+    }
+}
+
+fn validate_sink(config: &Config, errors: &mut Vec<String>) {
+    let sink = &config.sink;
+    match sink.kind {
+        SinkKind::File => {
+            if sink.file.path.as_os_str().is_empty() {
+                errors.push("sink.file.path (TGRELAY_SINK__FILE__PATH): required".into());
+            }
+        }
+        SinkKind::Nats => {
+            let nats = &sink.nats;
+            for (field, template) in [
+                ("subject", &nats.subject),
+                ("dead_letter_subject", &nats.dead_letter_subject),
+            ] {
+                if let Err(e) = RouteTemplate::parse(template) {
+                    errors.push(format!(
+                        "sink.nats.{field} (TGRELAY_SINK__NATS__{}): {e}",
+                        field.to_uppercase()
+                    ));
+                }
+            }
+            if nats.stream.is_empty() || nats.stream.contains(['.', '*', '>', ' ']) {
+                errors.push("sink.nats.stream: a stream name without . * > or spaces".into());
+            }
+            if nats.max_in_flight == 0 {
+                errors.push("sink.nats.max_in_flight: must be at least 1".into());
+            }
+            if nats.publish_timeout.is_zero() {
+                errors.push("sink.nats.publish_timeout: must be above zero".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_shape() {
+        assert_eq!(bot_id("123456:AAE-x_y"), Some(123456));
+        for bad in [
+            "", "123456", ":abc", "12a:abc", "123:", "123:a b", "123:a/b",
+        ] {
+            assert_eq!(bot_id(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! `UpdateHead`: the routing facts of one update, read in the pass that validates it.
+//!
+//! Every visitor here accepts *any* JSON value and only extracts a fact when the
+//! value has the expected shape. That matters: a syntax error is the only way this
+//! parse can fail, so a response's framing is never lost on an odd update, and an
+//! update of a shape we did not expect is relayed, not dropped.
+//!
+//! Where the facts are (one generic rule, so kinds added later work too), inside
+//! the update's one optional field:
+//! - chat: `chat.id`, else `message.chat.id` (callback_query), else `voter_chat.id`
+//!   (poll_answer), else `user_chat_id` (business_connection);
+//! - user: `from.id`, else `user.id`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::{MalformedUpdate, UpdateKind};
+
+/// The facts of an update that routing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateHead {
+    pub update_id: i64,
+    pub kind: UpdateKind,
+    pub chat_id: Option<i64>,
+    pub user_id: Option<i64>,
+}
+
+impl UpdateHead {
+    /// Reads the head of one update given as a whole JSON document (a webhook body).
+    pub fn parse(bytes: &[u8]) -> Result<UpdateHead, MalformedUpdate> {
+        let raw: RawHead = serde_json::from_slice(bytes).map_err(|e| MalformedUpdate {
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        raw.into_head()
+    }
+}
+
+/// What the lenient pass found; [`RawHead::into_head`] decides whether it is an update.
+#[derive(Debug, Default)]
+pub(crate) struct RawHead {
+    is_object: bool,
+    update_id: Option<i64>,
+    update_id_seen: bool,
+    kind: Option<UpdateKind>,
+    fields: usize,
+    body: Body,
+}
+
+impl RawHead {
+    pub(crate) fn into_head(self) -> Result<UpdateHead, MalformedUpdate> {
+        let malformed = |reason: &str| MalformedUpdate {
+            reason: reason.to_owned(),
+        };
+        if !self.is_object {
+            return Err(malformed("an update must be a JSON object"));
+        }
+        let update_id = match (self.update_id, self.update_id_seen) {
+            (Some(id), _) => id,
+            (None, true) => return Err(malformed("update_id is not a 64-bit integer")),
+            (None, false) => return Err(malformed("update_id is missing")),
+        };
+        let (kind, body) = match (self.fields, self.kind) {
+            (1, Some(kind)) => (kind, self.body),
+            _ => (UpdateKind::Unknown, Body::default()),
+        };
+        Ok(UpdateHead {
+            update_id,
+            kind,
+            chat_id: body
+                .chat
+                .or(body.message_chat)
+                .or(body.voter_chat)
+                .or(body.user_chat_id),
+            user_id: body.from.or(body.user),
+        })
+    }
+}
+
+/// Fields of the update's optional field that locate its chat and user.
+#[derive(Debug, Default)]
+struct Body {
+    chat: Option<i64>,
+    message_chat: Option<i64>,
+    voter_chat: Option<i64>,
+    user_chat_id: Option<i64>,
+    from: Option<i64>,
+    user: Option<i64>,
+}
+
+/// Implements the visit methods for every non-map, non-integer JSON value as "no facts here".
+macro_rules! lenient_other {
+    ($out:ty) => {
+        fn visit_unit<E: de::Error>(self) -> Result<$out, E> {
+            Ok(<$out>::default())
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$out, E> {
+            Ok(<$out>::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$out, E> {
+            Ok(<$out>::default())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$out, E> {
+            Ok(<$out>::default())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$out, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(<$out>::default())
+        }
+    };
+}
+
+/// Implements the visit methods for every non-map JSON value as "no facts here".
+macro_rules! lenient_non_map {
+    ($out:ty) => {
+        lenient_other!($out);
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$out, E> {
+            Ok(<$out>::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$out, E> {
+            Ok(<$out>::default())
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for RawHead {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(HeadVisitor)
+    }
+}
+
+struct HeadVisitor;
+
+impl<'de> Visitor<'de> for HeadVisitor {
+    type Value = RawHead;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Telegram update")
+    }
+
+    lenient_non_map!(RawHead);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHead, A::Error> {
+        let mut head = RawHead {
+            is_object: true,
+            ..RawHead::default()
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            if key == "update_id" {
+                head.update_id_seen = true;
+                head.update_id = map.next_value::<Int>()?.0;
+                continue;
+            }
+            head.fields += 1;
+            if head.fields == 1 {
+                head.kind = Some(UpdateKind::from_field(&key));
+                head.body = map.next_value()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(head)
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    lenient_non_map!(Body);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        let mut body = Body::default();
+        while let Some(Key(key)) = map.next_key()? {
+            match &*key {
+                "chat" => body.chat = map.next_value::<IdOf>()?.0,
+                "message" => body.message_chat = map.next_value::<ChatOf>()?.0,
+                "voter_chat" => body.voter_chat = map.next_value::<IdOf>()?.0,
+                "user_chat_id" => body.user_chat_id = map.next_value::<Int>()?.0,
+                "from" => body.from = map.next_value::<IdOf>()?.0,
+                "user" => body.user = map.next_value::<IdOf>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// Generates a lenient wrapper that looks for one key of an object and reads it as `$inner`.
+macro_rules! field_of {
+    ($name:ident, $key:literal, $inner:ty) => {
+        #[derive(Default)]
+        struct $name(Option<i64>);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("any JSON value")
+                    }
+                    lenient_non_map!($name);
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        let mut found = None;
+                        while let Some(Key(key)) = map.next_key()? {
+                            if key == $key {
+                                found = map.next_value::<$inner>()?.0;
+                            } else {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        }
+                        Ok($name(found))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+field_of!(IdOf, "id", Int);
+field_of!(ChatOf, "chat", IdOf);
+
+/// An integer that fits i64, or nothing (any other value is skipped, never an error).
+#[derive(Default)]
+struct Int(Option<i64>);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            lenient_other!(Int);
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(Some(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                Ok(Int(i64::try_from(v).ok()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Int, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Int(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An object key, borrowed from the input unless it had escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(json: &str) -> Result<UpdateHead, MalformedUpdate> {
+        UpdateHead::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn facts_are_found_where_the_bot_api_puts_them() {
+        let cases: &[(&str, &str, Option<i64>, Option<i64>)] = &[
+            (
+                r#"{"update_id":1,"message":{"message_id":5,"from":{"id":7},"chat":{"id":-100}}}"#,
+                "message",
+                Some(-100),
+                Some(7),
+            ),
+            (
+                r#"{"update_id":1,"callback_query":{"id":"q","from":{"id":7},"message":{"chat":{"id":42}}}}"#,
+                "callback_query",
+                Some(42),
+                Some(7),
+            ),
+            (
+                r#"{"update_id":1,"message_reaction":{"chat":{"id":3},"user":{"id":9}}}"#,
+                "message_reaction",
+                Some(3),
+                Some(9),
+            ),
+            (
+                r#"{"update_id":1,"poll_answer":{"poll_id":"p","voter_chat":{"id":-5}}}"#,
+                "poll_answer",
+                Some(-5),
+                None,
+            ),
+            (
+                r#"{"update_id":1,"business_connection":{"user":{"id":8},"user_chat_id":8}}"#,
+                "business_connection",
+                Some(8),
+                Some(8),
+            ),
+            (
+                r#"{"update_id":1,"inline_query":{"id":"i","from":{"id":11},"query":""}}"#,
+                "inline_query",
+                None,
+                Some(11),
+            ),
+            (
+                r#"{"update_id":1,"poll":{"id":"p","options":[]}}"#,
+                "poll",
+                None,
+                None,
+            ),
+            (
+                r#"{"update_id":1,"story_reaction":{"chat":{"id":6}}}"#,
+                "story_reaction",
+                Some(6),
+                None,
+            ),
+        ];
+        for (json, kind, chat, user) in cases {
+            let h = head(json).unwrap();
+            assert_eq!(
+                (h.kind.as_str(), h.chat_id, h.user_id),
+                (*kind, *chat, *user),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_or_several_fields_are_unknown() {
+        let none = head(r#"{"update_id":3}"#).unwrap();
+        assert_eq!((none.kind, none.chat_id), (UpdateKind::Unknown, None));
+        let two = head(r#"{"update_id":3,"message":{"chat":{"id":1}},"poll":{}}"#).unwrap();
+        assert_eq!((two.kind, two.chat_id), (UpdateKind::Unknown, None));
+    }
+
+    #[test]
+    fn odd_shapes_are_not_errors() {
+        let h = head(r#"{"message":{"chat":"x","from":{"id":1.5},"message":[1]},"update_id":9}"#)
+            .unwrap();
+        assert_eq!((h.update_id, h.chat_id, h.user_id), (9, None, None));
+        let escaped = head(r#"{"\u0075pdate_id":4,"mess\u0061ge":{"chat":{"id":2}}}"#).unwrap();
+        assert_eq!(
+            (escaped.update_id, escaped.kind, escaped.chat_id),
+            (4, UpdateKind::Message, Some(2))
+        );
+    }
+
+    #[test]
+    fn not_an_update_is_malformed_with_a_reason() {
+        for (json, reason) in [
+            ("[1]", "an update must be a JSON object"),
+            (r#"{"message":{}}"#, "update_id is missing"),
+            (r#"{"update_id":"1"}"#, "update_id is not a 64-bit integer"),
+            (r#"{"update_id":1e3}"#, "update_id is not a 64-bit integer"),
+            (
+                r#"{"update_id":18446744073709551615}"#,
+                "update_id is not a 64-bit integer",
+            ),
+        ] {
+            assert_eq!(head(json).unwrap_err().reason, reason, "{json}");
+        }
+        assert!(head(r#"{"update_id":1"#)
+            .unwrap_err()
+            .reason
+            .starts_with("not valid JSON"));
+        assert!(head(r#"{"update_id":1} x"#)
+            .unwrap_err()
+            .reason
+            .starts_with("not valid JSON"));
+    }
+}

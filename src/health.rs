@@ -1,0 +1,30 @@
+//! `Health`: what `/readyz` reports. Each source says whether it is healthy; the
+//! relay is ready when every source is and every sink can reach its broker.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Health {
+    sources: Mutex<BTreeMap<String, bool>>,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records whether a bot's source is healthy now.
+    pub fn set_source(&self, bot: &str, up: bool) {
+        self.sources.lock().unwrap().insert(bot.to_owned(), up);
+    }
+
+    /// Every source registered so far, with its state.
+    pub fn sources(&self) -> BTreeMap<String, bool> {
+        self.sources.lock().unwrap().clone()
+    }
+
+    pub fn all_sources_up(&self) -> bool {
+        self.sources.lock().unwrap().values().all(|up| *up)
+    }
+}

@@ -1,0 +1,37 @@
+//! tgrelay relays Telegram Bot API updates into message brokers, at least once.
+//!
+//! **The guarantee.** Telegram forgets an update once it is confirmed (by the next
+//! getUpdates offset, or by the 2xx answer to a webhook POST). The relay confirms
+//! an update only after the broker acknowledged it, so an update is never lost;
+//! a crash or a broker failure can make Telegram send it again, and every copy
+//! carries the same id (`<bot_id>:<update_id>`) to deduplicate on.
+//!
+//! Modules:
+//! - [`config`]: defaults → config.toml → `TGRELAY_*` environment, validated in one pass.
+//! - [`telegram`]: the small Bot API client; token-safe errors; zero-copy getUpdates split.
+//! - [`envelope`]: one update's routing facts and Telegram's bytes, untouched.
+//! - [`cloudevent`]: the wire contract's attributes, binary and structured.
+//! - [`route`]: subject/topic templates.
+//! - [`ack`]: the one place that decides what may be confirmed.
+//! - [`backoff`]: how long to wait before retrying.
+//! - [`source`]: where updates come from (polling).
+//! - [`sink`]: where they go (NATS JetStream, JSON-lines file, memory for tests).
+//! - [`metrics`], [`health`], [`admin`]: what an operator sees.
+//! - [`app`]: wiring and shutdown.
+//! - [`secret`]: strings that never print themselves.
+#![forbid(unsafe_code)]
+
+pub mod ack;
+pub mod admin;
+pub mod app;
+pub mod backoff;
+pub mod cloudevent;
+pub mod config;
+pub mod envelope;
+pub mod health;
+pub mod metrics;
+pub mod route;
+pub mod secret;
+pub mod sink;
+pub mod source;
+pub mod telegram;

@@ -1,0 +1,176 @@
+//! `Metrics`: every Prometheus metric of the relay, owned by one struct with its own
+//! registry (no globals, so each test and each relay in a process counts apart).
+//!
+//! Labels stay bounded: bot (configured names), kind (Bot API field names), sink,
+//! method, code, outcome. Never a chat or user id.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Updates read from Telegram, by bot and kind.
+    pub updates_received: IntCounterVec,
+    /// Updates a broker acknowledged, by bot, kind and outcome (`delivered`, `dead_lettered`).
+    pub updates_published: IntCounterVec,
+    /// Publishes that failed and will be retried, by bot, sink and class (`transient`, `fatal`).
+    pub publish_failures: IntCounterVec,
+    /// Time from publishing a batch to its last broker acknowledgement.
+    pub publish_seconds: HistogramVec,
+    /// Updates published but not yet settled, by bot.
+    pub updates_in_flight: IntGaugeVec,
+    /// The highest update_id confirmed to Telegram, by bot.
+    pub last_confirmed_update_id: IntGaugeVec,
+    /// Bot API calls, by bot, method and outcome (`ok`, `error`).
+    pub telegram_requests: IntCounterVec,
+    /// Bot API call duration, by bot and method.
+    pub telegram_request_seconds: HistogramVec,
+    /// Bot API errors, by bot, method and code (`409`, `429`, `http_502`, `transport`...).
+    pub telegram_errors: IntCounterVec,
+    /// Seconds spent waiting on Telegram's `retry_after`, by bot.
+    pub retry_after_seconds: IntCounterVec,
+    /// Bytes in a reply that were not an update (sent to the dead-letter route), by bot.
+    pub malformed_updates: IntCounterVec,
+    /// 1 while a bot's source is healthy (recent successful poll), by bot.
+    pub source_up: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("tgrelay".into()), None).expect("valid prefix");
+        let m = Metrics {
+            updates_received: counter(
+                &registry,
+                "updates_received_total",
+                "Updates read from Telegram.",
+                &["bot", "kind"],
+            ),
+            updates_published: counter(
+                &registry,
+                "updates_published_total",
+                "Updates a broker acknowledged.",
+                &["bot", "kind", "outcome"],
+            ),
+            publish_failures: counter(
+                &registry,
+                "publish_failures_total",
+                "Publishes that failed and will be retried.",
+                &["bot", "sink", "class"],
+            ),
+            publish_seconds: histogram(
+                &registry,
+                "publish_ack_seconds",
+                "From publishing a batch to its last broker acknowledgement.",
+                &["sink"],
+            ),
+            updates_in_flight: gauge(
+                &registry,
+                "updates_in_flight",
+                "Updates published and not yet settled.",
+                &["bot"],
+            ),
+            last_confirmed_update_id: gauge(
+                &registry,
+                "last_confirmed_update_id",
+                "Highest update_id confirmed to Telegram.",
+                &["bot"],
+            ),
+            telegram_requests: counter(
+                &registry,
+                "telegram_requests_total",
+                "Bot API calls.",
+                &["bot", "method", "outcome"],
+            ),
+            telegram_request_seconds: histogram(
+                &registry,
+                "telegram_request_duration_seconds",
+                "Bot API call duration.",
+                &["bot", "method"],
+            ),
+            telegram_errors: counter(
+                &registry,
+                "telegram_errors_total",
+                "Bot API errors by code.",
+                &["bot", "method", "code"],
+            ),
+            retry_after_seconds: counter(
+                &registry,
+                "telegram_retry_after_seconds_total",
+                "Seconds waited on Telegram's retry_after.",
+                &["bot"],
+            ),
+            malformed_updates: counter(
+                &registry,
+                "malformed_updates_total",
+                "Reply items that were not updates (dead-lettered).",
+                &["bot"],
+            ),
+            source_up: gauge(
+                &registry,
+                "source_up",
+                "1 while the bot's source is healthy.",
+                &["bot"],
+            ),
+            registry,
+        };
+        let build = gauge(
+            &m.registry,
+            "build_info",
+            "Build information; always 1.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registers once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registers once");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registers once");
+    h
+}

@@ -1,0 +1,321 @@
+//! `NatsSink`: JetStream publishes, acknowledged by the stream's PubAck.
+//!
+//! A JetStream publish has two awaits: the first hands the message to the
+//! connection, the second is the PubAck that says the stream stored it. Only the
+//! second makes an update safe. Every message carries `Nats-Msg-Id: <bot_id>:<update_id>`,
+//! so the stream itself drops our retries inside its duplicate window.
+//!
+//! Errors are sorted: too large for the server or the stream never succeeds for that
+//! message (dead-letter route); no stream for the subject is a configuration fault
+//! (held, loud); everything else is transient (held, retried).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, stream, ErrorCode};
+use bytes::Bytes;
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use super::{DeadLetter, Sink};
+use crate::ack::Outcome;
+use crate::cloudevent::{self, Attributes};
+use crate::config::EnvelopeMode;
+use crate::envelope::Envelope;
+use crate::route::RouteTemplate;
+use crate::secret::Secret;
+
+/// `[sink.nats]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// Server URL(s), comma-separated.
+    pub url: String,
+    /// Subject template; placeholders `{bot}`, `{bot_id}`, `{kind}`.
+    pub subject: String,
+    /// Where updates the stream refuses for good go, with a `tgrelay-error` header.
+    pub dead_letter_subject: String,
+    /// The JetStream stream that must capture the subjects.
+    pub stream: String,
+    /// Subjects of the stream when the relay creates it.
+    pub stream_subjects: Vec<String>,
+    /// Create the stream at start when it is missing (file storage).
+    pub create_stream: bool,
+    /// Duplicate window of a stream the relay creates: a re-published update inside it
+    /// is dropped by the server (`Nats-Msg-Id`).
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long a publish may wait for its PubAck; keep it far under Telegram's 60 s.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// Publishes awaiting a PubAck at once; more wait (back-pressure).
+    pub max_in_flight: usize,
+    /// NATS credentials file (JWT + nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+}
+
+impl Default for NatsSinkConfig {
+    fn default() -> Self {
+        NatsSinkConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            subject: "telegram.{bot}.{kind}".into(),
+            dead_letter_subject: "telegram.{bot}.deadletter".into(),
+            stream: "TELEGRAM".into(),
+            stream_subjects: vec!["telegram.>".into()],
+            create_stream: true,
+            duplicate_window: Duration::from_secs(120),
+            publish_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+            credentials_file: None,
+            user: None,
+            password: None,
+            token: None,
+        }
+    }
+}
+
+/// Errors that stop the sink from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSinkError {
+    #[error("connecting to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("JetStream stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+}
+
+pub struct NatsSink {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subject: RouteTemplate,
+    dead_letter_subject: RouteTemplate,
+    mode: EnvelopeMode,
+}
+
+impl NatsSink {
+    /// Connects, and checks (or creates) the stream, so a wrong setup fails at start.
+    pub async fn connect(
+        config: &NatsSinkConfig,
+        mode: EnvelopeMode,
+    ) -> Result<NatsSink, NatsSinkError> {
+        let connect_error = |message: String| NatsSinkError::Connect {
+            url: config.url.clone(),
+            message,
+        };
+        let mut options = match &config.credentials_file {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| connect_error(format!("credentials file {}: {e}", path.display())))?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(token) = &config.token {
+            options = options.token(token.expose().to_owned());
+        }
+        let client = options
+            .name(concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                tracing::info!(%event, "NATS connection event");
+            })
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .max_ack_inflight(config.max_in_flight)
+            .build(client.clone());
+        ensure_stream(&js, config).await?;
+        Ok(NatsSink {
+            client,
+            js,
+            subject: RouteTemplate::parse(&config.subject).expect("validated template"),
+            dead_letter_subject: RouteTemplate::parse(&config.dead_letter_subject)
+                .expect("validated template"),
+            mode,
+        })
+    }
+
+    /// Publishes one message and awaits its PubAck.
+    async fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(), PublishError> {
+        self.js
+            .publish_with_headers(subject, headers, body)
+            .await?
+            .await
+            .map(|_ack| ())
+    }
+
+    async fn publish_one(&self, envelope: &Envelope) -> Outcome {
+        let attrs = Attributes::of(envelope);
+        let (headers, body) = match self.mode {
+            EnvelopeMode::Binary => (binary_headers(&attrs, None), envelope.payload.clone()),
+            EnvelopeMode::Structured => (
+                structured_headers(&attrs),
+                Bytes::from(attrs.structured_json(&envelope.payload, None)),
+            ),
+        };
+        match self
+            .send(self.subject.render(envelope), headers, body)
+            .await
+        {
+            Ok(()) => Outcome::Delivered,
+            Err(e) if is_too_large(&e) => {
+                let reason = format!("too large for the broker: {e}");
+                let subject = self.dead_letter_subject.render(envelope);
+                self.send_dead_letter(subject, &attrs, envelope.payload.clone(), reason)
+                    .await
+            }
+            Err(e) => failed(&e),
+        }
+    }
+
+    /// Publishes to the dead-letter route; when even that is too large, publishes the
+    /// attributes and reason without the body, so the loss is recorded, never silent.
+    async fn send_dead_letter(
+        &self,
+        subject: String,
+        attrs: &Attributes,
+        body: Bytes,
+        reason: String,
+    ) -> Outcome {
+        let size = body.len();
+        match self
+            .send(subject.clone(), binary_headers(attrs, Some(&reason)), body)
+            .await
+        {
+            Ok(()) => Outcome::DeadLettered { reason },
+            Err(e) if is_too_large(&e) => {
+                let reason = format!("{reason}; body of {size} bytes omitted");
+                let headers = binary_headers(attrs, Some(&reason));
+                match self.send(subject, headers, Bytes::new()).await {
+                    Ok(()) => Outcome::DeadLettered { reason },
+                    Err(e) => failed(&e),
+                }
+            }
+            Err(e) => failed(&e),
+        }
+    }
+}
+
+impl Sink for NatsSink {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn publish<'a>(&'a self, batch: &'a [Envelope]) -> BoxFuture<'a, Vec<Outcome>> {
+        join_all(batch.iter().map(|e| self.publish_one(e))).boxed()
+    }
+
+    fn dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Outcome> {
+        let attrs = Attributes::of_dead_letter(letter);
+        let subject =
+            self.dead_letter_subject
+                .render_with(&letter.bot.name, letter.bot.id, "unknown");
+        async move {
+            self.send_dead_letter(
+                subject,
+                &attrs,
+                letter.payload.clone(),
+                letter.reason.clone(),
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        async move {
+            if let Err(e) = self.client.flush().await {
+                tracing::warn!(error = %e, "flushing the NATS connection on shutdown");
+            }
+        }
+        .boxed()
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &NatsSinkConfig,
+) -> Result<(), NatsSinkError> {
+    let stream_error = |message: String| NatsSinkError::Stream {
+        stream: config.stream.clone(),
+        message,
+    };
+    if config.create_stream {
+        js.get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: config.stream_subjects.clone(),
+            storage: stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| stream_error(e.to_string()))?;
+    } else {
+        js.get_stream(&config.stream).await.map_err(|e| {
+            stream_error(format!(
+                "{e} (create it, or set sink.nats.create_stream = true)"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Contract headers for binary mode; `error` adds `tgrelay-error` (dead letters).
+fn binary_headers(attrs: &Attributes, error: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in attrs.pairs() {
+        headers.insert(format!("ce-{name}").as_str(), value);
+    }
+    headers.insert("Content-Type", cloudevent::DATA_CONTENT_TYPE);
+    headers.insert(NATS_MESSAGE_ID, attrs.id.as_str());
+    if let Some(error) = error {
+        // Header values are one line.
+        headers.insert("tgrelay-error", error.replace(['\r', '\n'], " ").as_str());
+    }
+    headers
+}
+
+fn structured_headers(attrs: &Attributes) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Content-Type", cloudevent::STRUCTURED_CONTENT_TYPE);
+    headers.insert(NATS_MESSAGE_ID, attrs.id.as_str());
+    headers
+}
+
+fn is_too_large(e: &PublishError) -> bool {
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => true,
+        PublishErrorKind::Other => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|js| js.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM),
+        _ => false,
+    }
+}
+
+fn failed(e: &PublishError) -> Outcome {
+    let fatal = e.kind() == PublishErrorKind::StreamNotFound;
+    let reason = if fatal {
+        format!("no JetStream stream captures the subject ({e})")
+    } else {
+        e.to_string()
+    };
+    Outcome::Failed { reason, fatal }
+}

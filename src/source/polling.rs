@@ -1,0 +1,320 @@
+//! `PollingSource`: getUpdates long polling, confirming only what a broker acked.
+//!
+//! One loop per bot: fetch a batch, publish it all concurrently, await every outcome,
+//! then move the offset past the unbroken run of safe updates (`ack::confirm_offset`).
+//! The offset reaches Telegram with the next getUpdates, which is what confirms;
+//! a failed publish holds it, so Telegram sends the rest again after a backoff.
+//! On shutdown the loop stops fetching, finishes the batch in hand and sends one
+//! last `getUpdates(offset, limit=1, timeout=0)` so a clean restart replays nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::BotContext;
+use crate::ack::{confirm_offset, Outcome};
+use crate::backoff::Backoff;
+use crate::envelope::{malformed_id, Envelope};
+use crate::sink::DeadLetter;
+use crate::telegram::{ErrorClass, GetUpdates, RawUpdate, TelegramError};
+
+/// Polling settings of one bot.
+#[derive(Debug, Clone)]
+pub struct PollingSettings {
+    pub timeout_secs: u32,
+    pub limit: u8,
+    pub allowed_updates: Vec<String>,
+    pub delete_webhook: bool,
+    pub backoff: Backoff,
+}
+
+/// Why a bot's polling stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[error("bot {bot}: {error}; this bot stops (check its token)")]
+pub struct PollingStopped {
+    pub bot: String,
+    pub error: TelegramError,
+}
+
+pub struct PollingSource {
+    ctx: BotContext,
+    settings: PollingSettings,
+    /// Offset to send next: one past the last update safe in a broker.
+    offset: Option<i64>,
+    /// Consecutive failures, for the backoff.
+    failures: u32,
+    /// The last error label logged, so a streak of one error logs once.
+    failing: Option<String>,
+}
+
+impl PollingSource {
+    pub fn new(ctx: BotContext, settings: PollingSettings) -> Self {
+        PollingSource {
+            ctx,
+            settings,
+            offset: None,
+            failures: 0,
+            failing: None,
+        }
+    }
+
+    /// Runs until `shutdown` (then confirms what is safe) or a fatal error.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), PollingStopped> {
+        if !self.start(&shutdown).await? {
+            return Ok(());
+        }
+        while !shutdown.is_cancelled() {
+            let fetched = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                fetched = self.fetch() => fetched,
+            };
+            let delay = match fetched {
+                Ok(updates) => self.relay(updates).await,
+                Err(error) => self.on_error(error)?,
+            };
+            if let Some(delay) = delay {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        self.confirm_on_shutdown().await;
+        Ok(())
+    }
+
+    /// Checks the token (getMe) and removes a stale webhook if asked to.
+    /// Returns false when shutdown came first.
+    async fn start(&mut self, shutdown: &CancellationToken) -> Result<bool, PollingStopped> {
+        loop {
+            let started = async {
+                let me = self.ctx.api.get_me().await?;
+                if self.settings.delete_webhook {
+                    let info = self.ctx.api.get_webhook_info().await?;
+                    if !info.url.is_empty() {
+                        // Pending updates are kept: polling picks them up.
+                        self.ctx.api.delete_webhook(false).await?;
+                        tracing::warn!(bot = %self.ctx.bot.name, "deleted a webhook that blocked polling");
+                    }
+                }
+                Ok::<_, TelegramError>(me)
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                result = started => result,
+            };
+            let delay = match result {
+                Ok(me) => {
+                    tracing::info!(bot = %self.ctx.bot.name, bot_id = me.id,
+                        username = me.username.as_deref().unwrap_or(""), "polling for updates");
+                    return Ok(true);
+                }
+                Err(error) => self.on_error(error)?,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(delay.unwrap_or_default()) => {}
+            }
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<Vec<RawUpdate>, TelegramError> {
+        let request = GetUpdates {
+            offset: self.offset,
+            limit: self.settings.limit,
+            timeout: self.settings.timeout_secs,
+            allowed_updates: &self.settings.allowed_updates,
+        };
+        let started = Instant::now();
+        let result = self.ctx.api.get_updates(&request).await;
+        self.ctx
+            .observe_call("getUpdates", started, result.as_ref().err());
+        if result.is_ok() {
+            self.on_success();
+        }
+        result
+    }
+
+    fn on_success(&mut self) {
+        if let Some(offset) = self.offset {
+            let name = &self.ctx.bot.name;
+            self.ctx
+                .metrics
+                .last_confirmed_update_id
+                .with_label_values(&[name])
+                .set(offset - 1);
+        }
+        if self.failing.take().is_some() {
+            tracing::info!(bot = %self.ctx.bot.name, "polling recovered");
+        }
+        self.failures = 0;
+        self.ctx.set_up(true);
+    }
+
+    /// Publishes a batch, moves the offset, and says how long to wait before the next fetch.
+    async fn relay(&mut self, updates: Vec<RawUpdate>) -> Option<Duration> {
+        if updates.is_empty() {
+            return None;
+        }
+        let received_at = SystemTime::now();
+        let mut envelopes = Vec::with_capacity(updates.len());
+        let mut letters = Vec::new();
+        for update in updates {
+            match update.head {
+                Ok(head) => envelopes.push(Envelope::from_head(
+                    &self.ctx.bot,
+                    head,
+                    update.bytes,
+                    received_at,
+                )),
+                Err(malformed) => letters.push((
+                    envelopes.len(),
+                    self.dead_letter(malformed.reason, update.bytes, received_at),
+                )),
+            }
+        }
+        let (outcomes, letter_outcomes) = futures::join!(
+            self.ctx.publish(&envelopes),
+            futures::future::join_all(letters.iter().map(|(_, l)| self.ctx.sink.dead_letter(l)))
+        );
+        let mut safe: Vec<(i64, bool)> = envelopes
+            .iter()
+            .zip(&outcomes)
+            .map(|(e, o)| (e.update_id, o.is_safe()))
+            .collect();
+        // A malformed item that is not safe holds back the update after it (its own id
+        // is unreadable, but Telegram's ids ascend, so it sits before that one).
+        for ((position, _), outcome) in letters.iter().zip(&letter_outcomes) {
+            if !outcome.is_safe() {
+                if let Some(next) = safe.get_mut(*position) {
+                    next.1 = false;
+                }
+            }
+        }
+        if let Some(offset) = confirm_offset(&safe) {
+            self.offset = Some(offset);
+        }
+        let failed = outcomes
+            .iter()
+            .chain(&letter_outcomes)
+            .find(|o| !o.is_safe());
+        match failed {
+            None => None,
+            Some(Outcome::Failed { reason, fatal }) => Some(self.publish_failed(reason, *fatal)),
+            Some(_) => unreachable!("only Failed is unsafe"),
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        reason: String,
+        payload: bytes::Bytes,
+        received_at: SystemTime,
+    ) -> DeadLetter {
+        self.ctx
+            .metrics
+            .malformed_updates
+            .with_label_values(&[&self.ctx.bot.name])
+            .inc();
+        tracing::error!(bot = %self.ctx.bot.name, %reason, bytes = payload.len(),
+            "Telegram sent an item that is not an update; sending it to the dead-letter route");
+        DeadLetter {
+            bot: Arc::clone(&self.ctx.bot),
+            id: malformed_id(&payload),
+            reason,
+            payload,
+            received_at,
+        }
+    }
+
+    fn publish_failed(&mut self, reason: &str, fatal: bool) -> Duration {
+        let label = if fatal { "publish_fatal" } else { "publish" };
+        if self.failing.as_deref() != Some(label) {
+            if fatal {
+                tracing::error!(bot = %self.ctx.bot.name, error = %reason,
+                    "the broker refuses updates; holding the offset until it accepts them");
+            } else {
+                tracing::warn!(bot = %self.ctx.bot.name, error = %reason,
+                    "publish failed; holding the offset and backing off");
+            }
+            self.failing = Some(label.to_owned());
+        }
+        self.ctx.set_up(!fatal);
+        let delay = if fatal {
+            self.settings.backoff.max
+        } else {
+            self.settings.backoff.next_delay(self.failures)
+        };
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+
+    /// Sorts a Bot API error: how long to wait, or stop this bot.
+    fn on_error(&mut self, error: TelegramError) -> Result<Option<Duration>, PollingStopped> {
+        let bot = &self.ctx.bot.name;
+        let label = error.code_label();
+        let first = self.failing.as_deref() != Some(label.as_str());
+        let delay = match error.class() {
+            ErrorClass::Unauthorized => {
+                tracing::error!(%bot, error = %error, "Telegram refused the token");
+                self.ctx.set_up(false);
+                return Err(PollingStopped {
+                    bot: bot.clone(),
+                    error,
+                });
+            }
+            ErrorClass::RetryAfter(wait) => {
+                self.ctx
+                    .metrics
+                    .retry_after_seconds
+                    .with_label_values(&[bot])
+                    .inc_by(wait.as_secs());
+                wait
+            }
+            ErrorClass::Conflict | ErrorClass::Transient => {
+                let delay = self.settings.backoff.next_delay(self.failures);
+                self.failures = self.failures.saturating_add(1);
+                delay
+            }
+        };
+        if first {
+            let wait = humantime::format_duration(delay).to_string();
+            if error.class() == ErrorClass::Conflict {
+                tracing::warn!(%bot, error = %error, %wait,
+                    "another getUpdates caller or a webhook holds this bot; backing off");
+            } else {
+                tracing::warn!(%bot, error = %error, %wait, "Bot API call failed; backing off");
+            }
+        } else {
+            tracing::debug!(%bot, error = %error, "Bot API call failed again");
+        }
+        self.failing = Some(label);
+        self.ctx.set_up(false);
+        Ok(Some(delay))
+    }
+
+    /// Confirms the safe offset with a last, immediate getUpdates.
+    async fn confirm_on_shutdown(&mut self) {
+        let Some(offset) = self.offset else { return };
+        let request = GetUpdates {
+            offset: Some(offset),
+            limit: 1,
+            timeout: 0,
+            allowed_updates: &self.settings.allowed_updates,
+        };
+        let bot = &self.ctx.bot.name;
+        match self.ctx.api.get_updates(&request).await {
+            Ok(_) => {
+                self.ctx
+                    .metrics
+                    .last_confirmed_update_id
+                    .with_label_values(&[bot])
+                    .set(offset - 1);
+                tracing::info!(%bot, confirmed_below = offset, "confirmed relayed updates on shutdown");
+            }
+            Err(error) => tracing::warn!(%bot, error = %error,
+                "could not confirm on shutdown; the last batch will be relayed again on restart"),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The small Bot API client: the few methods the relay calls, and token-safe errors.
+//!
+//! Every call is a POST with a JSON body to `{base}/bot{token}/{method}`. The token is
+//! in every URL, so nothing here ever formats a URL into an error or a log line.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+mod error;
+pub mod reply;
+
+pub use error::{ErrorClass, TelegramError};
+pub use reply::RawUpdate;
+
+/// Default Bot API base URL; a local Bot API server is configured instead of it.
+pub const DEFAULT_BASE_URL: &str = "https://api.telegram.org";
+
+/// How long the short methods (getMe, deleteWebhook, ...) may take.
+const SHORT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A Bot API client for one bot.
+#[derive(Clone)]
+pub struct BotApi {
+    http: reqwest::Client,
+    base_url: String,
+    token: Secret,
+}
+
+/// getUpdates parameters. `allowed_updates` is always sent, so a value set by an
+/// earlier caller never sticks silently.
+#[derive(Debug, Clone, Serialize)]
+pub struct GetUpdates<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    pub limit: u8,
+    pub timeout: u32,
+    pub allowed_updates: &'a [String],
+}
+
+/// The bot itself, from getMe.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BotUser {
+    pub id: i64,
+    pub username: Option<String>,
+}
+
+/// getWebhookInfo's answer (the fields the relay reads).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WebhookInfo {
+    pub url: String,
+    #[serde(default)]
+    pub pending_update_count: i64,
+    pub last_error_date: Option<i64>,
+    pub last_error_message: Option<String>,
+    pub max_connections: Option<i64>,
+    pub allowed_updates: Option<Vec<String>>,
+}
+
+impl BotApi {
+    pub fn new(http: reqwest::Client, base_url: &str, token: Secret) -> Self {
+        BotApi {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// The shared HTTP client every bot uses (one connection pool per process).
+    pub fn http_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .user_agent(concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .expect("the TLS backend initialises")
+    }
+
+    pub async fn get_me(&self) -> Result<BotUser, TelegramError> {
+        self.call("getMe", &serde_json::json!({}), SHORT_CALL_TIMEOUT)
+            .await
+    }
+
+    /// Long-polls for updates. The HTTP timeout sits above the long-poll timeout,
+    /// so a slow answer is Telegram's empty reply, not our error.
+    pub async fn get_updates(&self, req: &GetUpdates<'_>) -> Result<Vec<RawUpdate>, TelegramError> {
+        const METHOD: &str = "getUpdates";
+        let timeout = Duration::from_secs(u64::from(req.timeout)) + SHORT_CALL_TIMEOUT;
+        let (status, body) = self.post(METHOD, req, timeout).await?;
+        match reply::parse_updates(&body) {
+            Ok(Ok(updates)) => Ok(updates),
+            Ok(Err(failure)) => Err(self.api_error(METHOD, failure)),
+            Err(_) => Err(TelegramError::bad_reply(METHOD, status, &body, &self.token)),
+        }
+    }
+
+    pub async fn delete_webhook(&self, drop_pending_updates: bool) -> Result<bool, TelegramError> {
+        let params = serde_json::json!({ "drop_pending_updates": drop_pending_updates });
+        self.call("deleteWebhook", &params, SHORT_CALL_TIMEOUT)
+            .await
+    }
+
+    pub async fn get_webhook_info(&self) -> Result<WebhookInfo, TelegramError> {
+        self.call("getWebhookInfo", &serde_json::json!({}), SHORT_CALL_TIMEOUT)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<T, TelegramError> {
+        let (status, body) = self.post(method, params, timeout).await?;
+        match reply::parse(&body) {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(failure)) => Err(self.api_error(method, failure)),
+            Err(_) => Err(TelegramError::bad_reply(method, status, &body, &self.token)),
+        }
+    }
+
+    async fn post(
+        &self,
+        method: &'static str,
+        params: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<(u16, Bytes), TelegramError> {
+        let url = format!("{}/bot{}/{}", self.base_url, self.token.expose(), method);
+        let body = serde_json::to_vec(params).expect("request parameters serialize");
+        let transport = |e| TelegramError::transport(method, e, &self.token);
+        let response = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        Ok((status, body))
+    }
+
+    fn api_error(&self, method: &'static str, failure: reply::Failure) -> TelegramError {
+        TelegramError::Api {
+            method,
+            error_code: failure.error_code,
+            description: self.token.scrub(&failure.description),
+            retry_after: failure.parameters.retry_after,
+            migrate_to_chat_id: failure.parameters.migrate_to_chat_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_never_show_the_token() {
+        // Port 9 on loopback: nothing listens, so the connection is refused.
+        let token = Secret::new("123456:SECRET-token_value");
+        let api = BotApi::new(BotApi::http_client(), "http://127.0.0.1:9", token);
+        let err = api.get_me().await.unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, TelegramError::Transport { .. }), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(!shown.contains("123456"), "{shown}");
+    }
+}

@@ -1,0 +1,236 @@
+//! Reading Bot API replies, and splitting a getUpdates reply into per-update byte slices.
+//!
+//! The split walks the reply's framing (`{`, keys, `[`, `,`) by hand and hands every
+//! value to serde_json, which validates it and says where it ended. So each update is
+//! validated once, its routing facts are read in that same pass, and its bytes are a
+//! zero-copy slice of the body: nothing is re-serialized.
+
+use bytes::Bytes;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+
+use crate::envelope::head::RawHead;
+use crate::envelope::{MalformedUpdate, UpdateHead};
+
+/// One update of a getUpdates reply: its exact bytes and what they say.
+#[derive(Debug, Clone)]
+pub struct RawUpdate {
+    pub bytes: Bytes,
+    pub head: Result<UpdateHead, MalformedUpdate>,
+}
+
+/// The `ok: false` part of a reply.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+pub struct Failure {
+    #[serde(default)]
+    pub error_code: i64,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub parameters: Parameters,
+}
+
+/// `ResponseParameters`: why a request failed and what to do about it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+pub struct Parameters {
+    pub migrate_to_chat_id: Option<i64>,
+    pub retry_after: Option<u64>,
+}
+
+/// A reply that is not a Bot API reply at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAReply(pub String);
+
+/// Reads a reply of any method but getUpdates.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Result<T, Failure>, NotAReply> {
+    #[derive(Deserialize)]
+    struct Reply<T> {
+        ok: bool,
+        result: Option<T>,
+        #[serde(flatten)]
+        failure: Failure,
+    }
+    let reply: Reply<T> =
+        serde_json::from_slice(body).map_err(|e| NotAReply(format!("not a Bot API reply: {e}")))?;
+    match (reply.ok, reply.result) {
+        (true, Some(result)) => Ok(Ok(result)),
+        (true, None) => Err(NotAReply("ok without a result".into())),
+        (false, _) => Ok(Err(reply.failure)),
+    }
+}
+
+/// Reads a getUpdates reply: the updates as zero-copy slices of `body`, in order.
+pub fn parse_updates(body: &Bytes) -> Result<Result<Vec<RawUpdate>, Failure>, NotAReply> {
+    let mut c = Cursor { buf: body, pos: 0 };
+    let mut ok = None;
+    let mut updates = None;
+    let mut failure = Failure::default();
+    c.expect(b'{')?;
+    if !c.eat(b'}') {
+        loop {
+            let key: String = c.value()?;
+            c.expect(b':')?;
+            match key.as_str() {
+                "ok" => ok = Some(c.value::<bool>()?),
+                "result" => updates = Some(c.updates(body)?),
+                "error_code" => failure.error_code = c.value()?,
+                "description" => failure.description = c.value()?,
+                "parameters" => failure.parameters = c.value()?,
+                _ => {
+                    c.value::<IgnoredAny>()?;
+                }
+            }
+            if !c.eat(b',') {
+                c.expect(b'}')?;
+                break;
+            }
+        }
+    }
+    c.skip_ws();
+    if c.pos != body.len() {
+        return Err(c.error("trailing characters"));
+    }
+    match (ok, updates) {
+        (Some(true), Some(updates)) => Ok(Ok(updates)),
+        (Some(false), _) => Ok(Err(failure)),
+        _ => Err(NotAReply("not a getUpdates reply: no ok/result".into())),
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.buf.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        self.skip_ws();
+        let found = self.buf.get(self.pos) == Some(&byte);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), NotAReply> {
+        if self.eat(byte) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected '{}'", byte as char)))
+        }
+    }
+
+    fn error(&self, what: &str) -> NotAReply {
+        NotAReply(format!("not a Bot API reply: {what} at byte {}", self.pos))
+    }
+
+    /// Deserializes the value at the cursor and moves past it.
+    fn value<T: Deserialize<'a>>(&mut self) -> Result<T, NotAReply> {
+        let mut stream = serde_json::Deserializer::from_slice(&self.buf[self.pos..]).into_iter();
+        match stream.next() {
+            Some(Ok(value)) => {
+                self.pos += stream.byte_offset();
+                Ok(value)
+            }
+            Some(Err(e)) => Err(NotAReply(format!("not a Bot API reply: {e}"))),
+            None => Err(self.error("unexpected end")),
+        }
+    }
+
+    /// Splits the `result` array into updates, each a slice of `body`.
+    fn updates(&mut self, body: &Bytes) -> Result<Vec<RawUpdate>, NotAReply> {
+        self.expect(b'[')?;
+        let mut updates = Vec::new();
+        if self.eat(b']') {
+            return Ok(updates);
+        }
+        loop {
+            self.skip_ws();
+            let start = self.pos;
+            let head: RawHead = self.value()?;
+            updates.push(RawUpdate {
+                bytes: body.slice(start..self.pos),
+                head: head.into_head(),
+            });
+            if !self.eat(b',') {
+                self.expect(b']')?;
+                return Ok(updates);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(body: &str) -> Vec<RawUpdate> {
+        parse_updates(&Bytes::copy_from_slice(body.as_bytes()))
+            .expect("a reply")
+            .expect("ok")
+    }
+
+    #[test]
+    fn updates_are_exact_slices_of_the_body() {
+        let a =
+            r#"{"update_id":1,"message":{"text":"\u00e9\/ \"x\"","chat":{"id":-5},"n":1.50E+2}}"#;
+        let b = "{ \"update_id\" : 2 , \"poll\" : { } }";
+        let body = format!("{{\"ok\":true,\"result\":[{a}, \n{b}]}}");
+        let updates = split(&body);
+        assert_eq!(updates.len(), 2);
+        assert_eq!(&updates[0].bytes[..], a.as_bytes());
+        assert_eq!(&updates[1].bytes[..], b.as_bytes());
+        assert_eq!(updates[0].head.as_ref().unwrap().chat_id, Some(-5));
+    }
+
+    #[test]
+    fn key_order_and_unknown_keys_do_not_matter() {
+        let updates = split(r#"{"result":[{"update_id":7}],"extra":{"a":[1]},"ok":true}"#);
+        assert_eq!(updates[0].head.as_ref().unwrap().update_id, 7);
+        assert!(split(r#"{"ok":true,"result":[]}"#).is_empty());
+    }
+
+    #[test]
+    fn a_malformed_update_keeps_its_bytes_and_its_neighbours() {
+        let updates =
+            split(r#"{"ok":true,"result":[{"update_id":1},{"nope":true},{"update_id":3}]}"#);
+        assert_eq!(updates.len(), 3);
+        assert_eq!(&updates[1].bytes[..], br#"{"nope":true}"#);
+        assert!(updates[1].head.is_err());
+        assert_eq!(updates[2].head.as_ref().unwrap().update_id, 3);
+    }
+
+    #[test]
+    fn failures_carry_their_parameters() {
+        let body = r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#;
+        let failure = parse_updates(&Bytes::from(body)).unwrap().unwrap_err();
+        assert_eq!(
+            (failure.error_code, failure.parameters.retry_after),
+            (429, Some(7))
+        );
+        let failure = parse::<bool>(body.as_bytes()).unwrap().unwrap_err();
+        assert_eq!(failure.description, "Too Many Requests: retry after 7");
+    }
+
+    #[test]
+    fn garbage_is_not_a_reply() {
+        for body in [
+            "<html><body>502 Bad Gateway</body></html>",
+            "",
+            r#"{"ok":true,"result":[{"update_id":1}"#,
+            r#"{"ok":true,"result":[{"update_id":1},]}"#,
+            r#"{"ok":true,"result":{}}"#,
+            r#"{"ok":true}"#,
+            r#"{"ok":true,"result":[]} {}"#,
+        ] {
+            assert!(parse_updates(&Bytes::from(body)).is_err(), "{body:?}");
+        }
+    }
+}
