@@ -48,7 +48,8 @@ mod tests {
 
     #[test]
     fn confirms_only_the_unbroken_run_of_safe_updates() {
-        let table: &[(&[(i64, bool)], Option<i64>)] = &[
+        type Batch = &'static [(i64, bool)];
+        let table: &[(Batch, Option<i64>)] = &[
             (&[], None),
             (&[(10, true)], Some(11)),
             (&[(10, true), (11, true), (12, true)], Some(13)),

@@ -53,7 +53,9 @@ impl Envelope {
         Ok(Self::from_head(bot, head, payload, received_at))
     }
 
-    pub(crate) fn from_head(
+    /// Builds an envelope from a head already read (the getUpdates split reads heads
+    /// in its validating pass).
+    pub fn from_head(
         bot: &Arc<BotIdentity>,
         head: UpdateHead,
         payload: Bytes,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream, ErrorCode};
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
@@ -158,19 +158,30 @@ impl NatsSink {
             .map(|_ack| ())
     }
 
-    async fn publish_one(&self, envelope: &Envelope) -> Outcome {
-        let attrs = Attributes::of(envelope);
+    /// The subject, headers and body of an envelope in the configured content mode.
+    fn message(&self, envelope: &Envelope, attrs: &Attributes) -> (String, HeaderMap, Bytes) {
         let (headers, body) = match self.mode {
-            EnvelopeMode::Binary => (binary_headers(&attrs, None), envelope.payload.clone()),
+            EnvelopeMode::Binary => (binary_headers(attrs, None), envelope.payload.clone()),
             EnvelopeMode::Structured => (
-                structured_headers(&attrs),
+                structured_headers(attrs),
                 Bytes::from(attrs.structured_json(&envelope.payload, None)),
             ),
         };
-        match self
-            .send(self.subject.render(envelope), headers, body)
-            .await
-        {
+        (self.subject.render(envelope), headers, body)
+    }
+
+    /// Awaits the PubAck of a handed-over publish and sorts the result.
+    async fn settle(
+        &self,
+        envelope: &Envelope,
+        attrs: Attributes,
+        sent: Result<PublishAckFuture, PublishError>,
+    ) -> Outcome {
+        let acked = match sent {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match acked {
             Ok(()) => Outcome::Delivered,
             Err(e) if is_too_large(&e) => {
                 let reason = format!("too large for the broker: {e}");
@@ -215,8 +226,24 @@ impl Sink for NatsSink {
         "nats"
     }
 
+    /// Hands every message to the connection in batch order (so one chat's updates
+    /// reach the stream in order), then awaits all PubAcks together.
     fn publish<'a>(&'a self, batch: &'a [Envelope]) -> BoxFuture<'a, Vec<Outcome>> {
-        join_all(batch.iter().map(|e| self.publish_one(e))).boxed()
+        async move {
+            let mut sent = Vec::with_capacity(batch.len());
+            for envelope in batch {
+                let attrs = Attributes::of(envelope);
+                let (subject, headers, body) = self.message(envelope, &attrs);
+                let handed = self.js.publish_with_headers(subject, headers, body).await;
+                sent.push((attrs, handed));
+            }
+            let settled = batch
+                .iter()
+                .zip(sent)
+                .map(|(envelope, (attrs, handed))| self.settle(envelope, attrs, handed));
+            join_all(settled).await
+        }
+        .boxed()
     }
 
     fn dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Outcome> {

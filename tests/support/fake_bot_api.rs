@@ -1,0 +1,977 @@
+//! A fake Telegram Bot API server for integration tests.
+//!
+//! It serves the methods of the Bot API's "Getting updates" section (getMe,
+//! getUpdates, setWebhook, deleteWebhook, getWebhookInfo) the way
+//! <https://core.telegram.org/bots/api> documents them, including the parts a
+//! relay must survive: offsets that confirm, sticky `allowed_updates`, a 409 for
+//! a competing poller or an active webhook, and injectable faults (429 with
+//! `retry_after`, an nginx HTML 502, a reset connection, a slow answer). Updates
+//! are kept as the bytes a test pushed and served byte-identical, so a test can
+//! check that the relay never re-serializes them. It logs nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State as AxumState};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Kinds Telegram leaves out unless a bot asks for them (getUpdates, `allowed_updates`).
+const DEFAULT_EXCLUDED: [&str; 3] = ["chat_member", "message_reaction", "message_reaction_count"];
+const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
+const CONFLICT_WEBHOOK: &str =
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first";
+const NGINX_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n";
+/// Bodies the Bot API accepts are small; this only guards against a runaway test.
+const MAX_BODY: usize = 16 << 20;
+
+/// One Bot API request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The method name as sent (Telegram matches it case-insensitively).
+    pub method: String,
+    /// When the request arrived, so tests can check back-off lower bounds.
+    pub at: std::time::Instant,
+    /// Query-string and body parameters merged into one JSON object; values from
+    /// a query string or form body are strings, as on the wire.
+    pub params: Value,
+    /// HTTP status answered; 0 while the request is pending or when the fake reset
+    /// the connection instead of answering.
+    pub status: u16,
+}
+
+/// A failure the next getUpdates call suffers instead of its normal answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 with `parameters.retry_after`, as Telegram's flood control answers.
+    TooManyRequests { retry_after: u64 },
+    /// 502 with an nginx HTML page, as Telegram's front end answers when the API is down.
+    BadGatewayHtml,
+    /// 500 with a JSON error body.
+    InternalError,
+    /// 401, as for a revoked token.
+    Unauthorized,
+    /// 409, as if another instance had polled.
+    Conflict,
+    /// The connection is closed without any HTTP answer.
+    Reset,
+    /// The call is answered normally, but only after this delay.
+    Delay(Duration),
+}
+
+/// The fake server; dropping it stops the server and closes every open connection.
+pub struct FakeBotApi {
+    base_url: String,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl FakeBotApi {
+    /// Binds 127.0.0.1 on a free port and serves in a spawned task.
+    pub async fn start() -> FakeBotApi {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let listener = KillableListener {
+            inner: listener,
+            shared: Arc::clone(&shared),
+        };
+        let server = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<Killer>();
+            // The listener retries accept errors itself, so serve only ends when aborted.
+            let _ = axum::serve(listener, service).await;
+        });
+        FakeBotApi {
+            base_url: format!("http://{addr}"),
+            shared,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, to be followed by `/bot<token>/<method>`.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Registers a bot; its id is the number before `:` in the token.
+    pub fn add_bot(&self, token: &str) {
+        let id = token
+            .split_once(':')
+            .and_then(|(id, _)| id.parse().ok())
+            .unwrap_or_else(|| panic!("token {token:?} does not start with `<bot id>:`"));
+        self.shared
+            .state()
+            .bots
+            .insert(token.to_owned(), Bot::new(id));
+    }
+
+    /// Queues updates (raw JSON, each with its `update_id`) and wakes a waiting poller.
+    ///
+    /// An item that is not an update (no integer `update_id`, or not even JSON) is
+    /// queued and served as-is too, so tests can feed the relay garbage. For offsets it
+    /// counts as having the id of the item before it; having no id, it never appears
+    /// in `pending`, `confirmed` or `forgotten`.
+    pub fn push_updates(&self, token: &str, updates: Vec<Vec<u8>>) {
+        let wake = self.bot(token, |bot| {
+            for bytes in updates {
+                let queued = Queued::new(bytes, bot.last_position);
+                bot.last_position = queued.position;
+                bot.queue.push_back(queued);
+            }
+            Arc::clone(&bot.wake)
+        });
+        wake.notify_waiters();
+    }
+
+    /// Update ids still queued, in queue order.
+    pub fn pending(&self, token: &str) -> Vec<i64> {
+        self.bot(token, |bot| {
+            bot.queue.iter().filter_map(|q| q.update_id).collect()
+        })
+    }
+
+    /// Update ids confirmed by an offset, in the order they were confirmed.
+    pub fn confirmed(&self, token: &str) -> Vec<i64> {
+        self.bot(token, |bot| bot.confirmed.clone())
+    }
+
+    /// Update ids dropped without confirmation: by a negative offset, by
+    /// `allowed_updates`, or by `drop_pending_updates`.
+    pub fn forgotten(&self, token: &str) -> Vec<i64> {
+        self.bot(token, |bot| bot.forgotten.clone())
+    }
+
+    /// Every request made with this token (known or not), in order of arrival.
+    pub fn calls(&self, token: &str) -> Vec<Call> {
+        self.shared
+            .state()
+            .calls
+            .get(token)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Queues a fault for the next getUpdates call; faults apply one per call, first in first out.
+    pub fn inject(&self, token: &str, fault: Fault) {
+        self.bot(token, |bot| bot.faults.push_back(fault));
+    }
+
+    /// Sets or clears the webhook URL as if done outside the relay.
+    pub fn set_webhook_url(&self, token: &str, url: Option<&str>) {
+        self.bot(token, |bot| bot.webhook_url = url.map(str::to_owned));
+    }
+
+    /// The parameters of the last successful setWebhook call (`Null` if none).
+    pub fn webhook_params(&self, token: &str) -> Value {
+        self.bot(token, |bot| bot.webhook_params.clone())
+    }
+
+    /// Waits until at least `count` updates are confirmed; false if `within` passes first.
+    pub async fn wait_for_confirmed(&self, token: &str, count: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.confirmed(token).len() >= count {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server and closes its connections (the same as dropping it).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    fn bot<R>(&self, token: &str, f: impl FnOnce(&mut Bot) -> R) -> R {
+        self.shared
+            .with_bot(token, f)
+            .unwrap_or_else(|| panic!("unknown bot token {token:?}: call add_bot first"))
+    }
+}
+
+impl Drop for FakeBotApi {
+    fn drop(&mut self) {
+        self.server.abort();
+        // Aborting serve only stops accepting; open keep-alive connections and
+        // pending long polls live in their own tasks, so they are killed here.
+        for conn in self.shared.connections().drain(..) {
+            conn.kill();
+        }
+    }
+}
+
+/// State shared by the test-facing handle and the request handlers.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    connections: Mutex<Vec<Killer>>,
+}
+
+#[derive(Default)]
+struct State {
+    bots: HashMap<String, Bot>,
+    calls: HashMap<String, Vec<Call>>,
+}
+
+struct Bot {
+    id: i64,
+    queue: VecDeque<Queued>,
+    confirmed: Vec<i64>,
+    forgotten: Vec<i64>,
+    faults: VecDeque<Fault>,
+    webhook_url: Option<String>,
+    webhook_params: Value,
+    allowed_updates: Option<Vec<String>>,
+    /// Bumped by every getUpdates; a long poll whose generation is stale was superseded.
+    poll_generation: u64,
+    /// Wakes the pending long poll: on new updates, and when a newer poll supersedes it.
+    wake: Arc<Notify>,
+    /// Position of the last pushed item, inherited by a following item without an id.
+    last_position: i64,
+}
+
+struct Queued {
+    /// None for an item that is not an update (see `push_updates`).
+    update_id: Option<i64>,
+    /// What offsets compare: the update_id, or the previous item's position.
+    position: i64,
+    /// The update's one field besides update_id; None when it has zero or several.
+    kind: Option<String>,
+    bytes: Bytes,
+}
+
+impl Queued {
+    fn new(bytes: Vec<u8>, previous: i64) -> Queued {
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let update_id = value.get("update_id").and_then(Value::as_i64);
+        let mut fields = value
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys())
+            .filter(|k| k.as_str() != "update_id");
+        let kind = match (fields.next(), fields.next()) {
+            (Some(kind), None) => Some(kind.clone()),
+            _ => None,
+        };
+        Queued {
+            update_id,
+            position: update_id.unwrap_or(previous),
+            kind,
+            bytes: Bytes::from(bytes),
+        }
+    }
+}
+
+impl Bot {
+    fn new(id: i64) -> Bot {
+        Bot {
+            id,
+            queue: VecDeque::new(),
+            confirmed: Vec::new(),
+            forgotten: Vec::new(),
+            faults: VecDeque::new(),
+            webhook_url: None,
+            webhook_params: Value::Null,
+            allowed_updates: None,
+            poll_generation: 0,
+            wake: Arc::new(Notify::new()),
+            last_position: i64::MIN,
+        }
+    }
+
+    /// getUpdates' offset: positive confirms everything below it, -N keeps the last N.
+    fn apply_offset(&mut self, offset: i64) {
+        if offset > 0 {
+            let done = self.remove_where(|q| q.position < offset);
+            self.confirmed.extend(done);
+        } else if offset < 0 {
+            let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
+            let excess = self.queue.len().saturating_sub(keep);
+            let dropped: Vec<i64> = self
+                .queue
+                .drain(..excess)
+                .filter_map(|q| q.update_id)
+                .collect();
+            self.forgotten.extend(dropped);
+        }
+    }
+
+    /// Telegram never delivers a kind the bot did not subscribe to; it is simply gone.
+    fn drop_disallowed(&mut self) {
+        let allowed = self.allowed_updates.clone();
+        let dropped = self.remove_where(|q| !is_allowed(allowed.as_deref(), q.kind.as_deref()));
+        self.forgotten.extend(dropped);
+    }
+
+    fn forget_all(&mut self) {
+        let dropped: Vec<i64> = self.queue.drain(..).filter_map(|q| q.update_id).collect();
+        self.forgotten.extend(dropped);
+    }
+
+    fn remove_where(&mut self, pred: impl Fn(&Queued) -> bool) -> Vec<i64> {
+        let (removed, kept): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|q| pred(q));
+        self.queue = kept;
+        removed.into_iter().filter_map(|q| q.update_id).collect()
+    }
+}
+
+/// An unset or empty `allowed_updates` means the default set; an update of no
+/// recognisable kind is always delivered (only Telegram could have sent it).
+fn is_allowed(allowed: Option<&[String]>, kind: Option<&str>) -> bool {
+    let Some(kind) = kind else { return true };
+    match allowed {
+        Some(list) if !list.is_empty() => list.iter().any(|k| k == kind),
+        _ => !DEFAULT_EXCLUDED.contains(&kind),
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not hide the state from the others.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connections(&self) -> MutexGuard<'_, Vec<Killer>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with_bot<R>(&self, token: &str, f: impl FnOnce(&mut Bot) -> R) -> Option<R> {
+        self.state().bots.get_mut(token).map(f)
+    }
+
+    fn track(&self, conn: Killer) {
+        let mut conns = self.connections();
+        // Only this list still holds a finished connection's switch.
+        conns.retain(|k| Arc::strong_count(&k.0) > 1);
+        conns.push(conn);
+    }
+
+    fn record(&self, token: &str, method: &str, params: Value) -> usize {
+        let mut state = self.state();
+        let calls = state.calls.entry(token.to_owned()).or_default();
+        calls.push(Call {
+            method: method.to_owned(),
+            at: std::time::Instant::now(),
+            params,
+            status: 0,
+        });
+        calls.len() - 1
+    }
+
+    fn set_status(&self, token: &str, index: usize, status: u16) {
+        if let Some(call) = self
+            .state()
+            .calls
+            .get_mut(token)
+            .and_then(|c| c.get_mut(index))
+        {
+            call.status = status;
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        token: &str,
+        method: &str,
+        params: &Map<String, Value>,
+        conn: &Killer,
+    ) -> Reply {
+        let Some(bot_id) = self.with_bot(token, |bot| bot.id) else {
+            return Reply::unauthorized();
+        };
+        match method.to_ascii_lowercase().as_str() {
+            "getme" => get_me(bot_id),
+            "getupdates" => self.get_updates(token, params, conn).await,
+            "setwebhook" => self.set_webhook(token, params),
+            "deletewebhook" => self.delete_webhook(token, params),
+            "getwebhookinfo" => self.webhook_info(token),
+            _ => Reply::error(404, "Not Found"),
+        }
+    }
+
+    async fn get_updates(&self, token: &str, params: &Map<String, Value>, conn: &Killer) -> Reply {
+        match self.with_bot(token, |bot| bot.faults.pop_front()).flatten() {
+            Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+            // A faulted call returns before the offset is applied: it confirms nothing.
+            Some(fault) => return fault.reply(),
+            None => {}
+        }
+        let request = PollRequest::from_params(params);
+        match self.begin_poll(token, &request) {
+            Ok((generation, wake)) => {
+                self.long_poll(token, &request, generation, &wake, conn)
+                    .await
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    /// Applies the request to the bot's state and supersedes any older long poll.
+    fn begin_poll(&self, token: &str, request: &PollRequest) -> Result<(u64, Arc<Notify>), Reply> {
+        self.with_bot(token, |bot| {
+            if bot.webhook_url.is_some() {
+                return Err(Reply::error(409, CONFLICT_WEBHOOK));
+            }
+            if let Some(allowed) = &request.allowed_updates {
+                bot.allowed_updates = Some(allowed.clone());
+            }
+            bot.apply_offset(request.offset);
+            bot.poll_generation += 1;
+            bot.wake.notify_waiters();
+            Ok((bot.poll_generation, Arc::clone(&bot.wake)))
+        })
+        .unwrap_or_else(|| Err(Reply::unauthorized()))
+    }
+
+    async fn long_poll(
+        &self,
+        token: &str,
+        request: &PollRequest,
+        generation: u64,
+        wake: &Notify,
+        conn: &Killer,
+    ) -> Reply {
+        let deadline = Instant::now() + request.timeout;
+        loop {
+            // Registered before looking at the queue, so a push in between is not missed.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.eligible(token, request.limit, generation) {
+                None => return Reply::error(409, CONFLICT_OTHER_POLLER),
+                Some(batch) if !batch.is_empty() || Instant::now() >= deadline => {
+                    return Reply::updates(&batch)
+                }
+                Some(_) => {}
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = conn.killed() => return Reply::Reset,
+            }
+        }
+    }
+
+    /// The updates a poll of this generation would get now, or None if it was superseded.
+    fn eligible(&self, token: &str, limit: usize, generation: u64) -> Option<Vec<Bytes>> {
+        self.with_bot(token, |bot| {
+            if bot.poll_generation != generation {
+                return None;
+            }
+            bot.drop_disallowed();
+            Some(
+                bot.queue
+                    .iter()
+                    .take(limit)
+                    .map(|q| q.bytes.clone())
+                    .collect(),
+            )
+        })
+        .flatten()
+    }
+
+    fn set_webhook(&self, token: &str, params: &Map<String, Value>) -> Reply {
+        let url = str_param(params, "url").unwrap_or_default();
+        if url.is_empty() {
+            return self.delete_webhook(token, params);
+        }
+        self.with_bot(token, |bot| {
+            let already = bot.webhook_url.as_deref() == Some(url.as_str());
+            bot.webhook_url = Some(url);
+            bot.webhook_params = Value::Object(params.clone());
+            if let Some(allowed) = list_param(params, "allowed_updates") {
+                bot.allowed_updates = Some(allowed);
+            }
+            if bool_param(params, "drop_pending_updates") {
+                bot.forget_all();
+            }
+            let description = if already {
+                "Webhook is already set"
+            } else {
+                "Webhook was set"
+            };
+            Reply::ok_described("true", description)
+        })
+        .unwrap_or_else(Reply::unauthorized)
+    }
+
+    fn delete_webhook(&self, token: &str, params: &Map<String, Value>) -> Reply {
+        self.with_bot(token, |bot| {
+            let was_set = bot.webhook_url.take().is_some();
+            if bool_param(params, "drop_pending_updates") {
+                bot.forget_all();
+            }
+            let description = if was_set {
+                "Webhook was deleted"
+            } else {
+                "Webhook is already deleted"
+            };
+            Reply::ok_described("true", description)
+        })
+        .unwrap_or_else(Reply::unauthorized)
+    }
+
+    fn webhook_info(&self, token: &str) -> Reply {
+        self.with_bot(token, |bot| {
+            let mut info = serde_json::json!({
+                "url": bot.webhook_url.clone().unwrap_or_default(),
+                "has_custom_certificate": false,
+                "pending_update_count": bot.queue.len(),
+            });
+            if let Some(allowed) = bot.allowed_updates.as_ref().filter(|a| !a.is_empty()) {
+                info["allowed_updates"] = serde_json::json!(allowed);
+            }
+            Reply::ok(&info.to_string())
+        })
+        .unwrap_or_else(Reply::unauthorized)
+    }
+}
+
+fn get_me(bot_id: i64) -> Reply {
+    Reply::ok(&format!(
+        r#"{{"id":{bot_id},"is_bot":true,"first_name":"Fake","username":"fake_{bot_id}_bot"}}"#
+    ))
+}
+
+/// getUpdates' parameters, normalised as Telegram documents them.
+struct PollRequest {
+    offset: i64,
+    limit: usize,
+    timeout: Duration,
+    allowed_updates: Option<Vec<String>>,
+}
+
+impl PollRequest {
+    fn from_params(params: &Map<String, Value>) -> PollRequest {
+        let limit = match int_param(params, "limit").unwrap_or(0) {
+            0 => 100,
+            n => n.clamp(1, 100),
+        };
+        let timeout = int_param(params, "timeout").unwrap_or(0).max(0);
+        PollRequest {
+            offset: int_param(params, "offset").unwrap_or(0),
+            limit: usize::try_from(limit).expect("clamped to 1..=100"),
+            timeout: Duration::from_secs(timeout.unsigned_abs()),
+            allowed_updates: list_param(params, "allowed_updates"),
+        }
+    }
+}
+
+/// What to answer: an HTTP response, or a connection closed without one.
+enum Reply {
+    Http {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    Reset,
+}
+
+impl Reply {
+    fn json(status: u16, body: String) -> Reply {
+        Reply::Http {
+            status,
+            content_type: "application/json",
+            body: body.into_bytes(),
+        }
+    }
+
+    fn ok(result: &str) -> Reply {
+        Reply::json(200, format!(r#"{{"ok":true,"result":{result}}}"#))
+    }
+
+    fn ok_described(result: &str, description: &str) -> Reply {
+        let description = json_string(description);
+        Reply::json(
+            200,
+            format!(r#"{{"ok":true,"result":{result},"description":{description}}}"#),
+        )
+    }
+
+    fn error(code: u16, description: &str) -> Reply {
+        let description = json_string(description);
+        Reply::json(
+            code,
+            format!(r#"{{"ok":false,"error_code":{code},"description":{description}}}"#),
+        )
+    }
+
+    fn unauthorized() -> Reply {
+        Reply::error(401, "Unauthorized")
+    }
+
+    /// Concatenates the stored bytes so every update is served exactly as pushed.
+    fn updates(batch: &[Bytes]) -> Reply {
+        let mut body = b"{\"ok\":true,\"result\":[".to_vec();
+        for (i, update) in batch.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(update);
+        }
+        body.extend_from_slice(b"]}");
+        Reply::Http {
+            status: 200,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            Reply::Http { status, .. } => *status,
+            Reply::Reset => 0,
+        }
+    }
+
+    fn into_response(self, conn: &Killer) -> Response {
+        let (status, content_type, body) = match self {
+            Reply::Http {
+                status,
+                content_type,
+                body,
+            } => (status, content_type, body),
+            Reply::Reset => {
+                // The killed stream fails the write of this response, so hyper closes
+                // the connection and the client sees it end without an answer.
+                conn.kill();
+                (500, "text/plain", Vec::new())
+            }
+        };
+        Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .expect("valid response parts")
+    }
+}
+
+impl Fault {
+    fn reply(&self) -> Reply {
+        match self {
+            Fault::TooManyRequests { retry_after } => Reply::json(
+                429,
+                format!(
+                    r#"{{"ok":false,"error_code":429,"description":"Too Many Requests: retry after {retry_after}","parameters":{{"retry_after":{retry_after}}}}}"#
+                ),
+            ),
+            Fault::BadGatewayHtml => Reply::Http {
+                status: 502,
+                content_type: "text/html",
+                body: NGINX_502.as_bytes().to_vec(),
+            },
+            Fault::InternalError => Reply::error(500, "Internal Server Error"),
+            Fault::Unauthorized => Reply::unauthorized(),
+            Fault::Conflict => Reply::error(409, CONFLICT_OTHER_POLLER),
+            Fault::Reset => Reply::Reset,
+            // Handled by the caller, which must still answer normally.
+            Fault::Delay(_) => unreachable!("Delay is not an error answer"),
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// The single handler: Bot API URLs are `/bot<token>/<method>` for any HTTP method.
+async fn handle(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<Killer>,
+    request: Request,
+) -> Response {
+    let Some((token, method)) = split_path(request.uri().path()) else {
+        return Reply::error(404, "Not Found").into_response(&conn);
+    };
+    let params = read_params(request).await;
+    let index = shared.record(&token, &method, Value::Object(params.clone()));
+    let reply = shared.dispatch(&token, &method, &params, &conn).await;
+    shared.set_status(&token, index, reply.status());
+    reply.into_response(&conn)
+}
+
+fn split_path(path: &str) -> Option<(String, String)> {
+    let (token, method) = path.strip_prefix("/bot")?.split_once('/')?;
+    if token.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((token.to_owned(), method.to_owned()))
+}
+
+/// Query string, then body (JSON or urlencoded form); body values win, as they come later.
+async fn read_params(request: Request) -> Map<String, Value> {
+    let mut params = request.uri().query().map(decode_form).unwrap_or_default();
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .unwrap_or_default();
+    params.extend(decode_body(&content_type, &body));
+    params
+}
+
+/// Multipart bodies (file uploads) are not needed by the relay and are ignored.
+fn decode_body(content_type: &str, body: &[u8]) -> Map<String, Value> {
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        return decode_form(&String::from_utf8_lossy(body));
+    }
+    if content_type.starts_with("multipart/") {
+        return Map::new();
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+fn decode_form(form: &str) -> Map<String, Value> {
+    form.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), Value::String(percent_decode(value)))
+        })
+        .collect()
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match bytes.get(i + 1..i + 3).and_then(hex_byte) {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 2;
+                }
+                // A stray `%` stays literal, as lenient servers treat it.
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let text = std::str::from_utf8(pair).ok()?;
+    u8::from_str_radix(text, 16).ok()
+}
+
+fn str_param(params: &Map<String, Value>, name: &str) -> Option<String> {
+    match params.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn int_param(params: &Map<String, Value>, name: &str) -> Option<i64> {
+    match params.get(name)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn bool_param(params: &Map<String, Value>, name: &str) -> bool {
+    match params.get(name) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => matches!(s.trim().to_ascii_lowercase().as_str(), "true" | "1"),
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        _ => false,
+    }
+}
+
+/// A list sent as a JSON array, or as a JSON-encoded string in a query string or form.
+fn list_param(params: &Map<String, Value>, name: &str) -> Option<Vec<String>> {
+    let value = match params.get(name)? {
+        Value::String(s) => serde_json::from_str(s).ok()?,
+        other => other.clone(),
+    };
+    let items = value.as_array()?;
+    Some(
+        items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// A connection's kill switch: once thrown, its stream fails every read and write
+/// (waking any pending one) and long polls on it end. This is how the fake closes
+/// a connection without an HTTP answer: axum has no API for that.
+#[derive(Debug, Clone, Default)]
+struct Killer(Arc<KillSwitch>);
+
+#[derive(Debug, Default)]
+struct KillSwitch {
+    killed: AtomicBool,
+    /// The last reader's and writer's wakers, woken by `kill`.
+    wakers: Mutex<[Option<Waker>; 2]>,
+    notify: Notify,
+}
+
+const READ: usize = 0;
+const WRITE: usize = 1;
+
+impl Killer {
+    fn kill(&self) {
+        self.0.killed.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers());
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+        self.0.notify.notify_waiters();
+    }
+
+    fn is_killed(&self) -> bool {
+        self.0.killed.load(Ordering::SeqCst)
+    }
+
+    async fn killed(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stores the waker before checking, so a concurrent `kill` either is seen or wakes us.
+    fn check(&self, slot: usize, cx: &Context<'_>) -> io::Result<()> {
+        self.wakers()[slot] = Some(cx.waker().clone());
+        if self.is_killed() {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        Ok(())
+    }
+
+    fn wakers(&self) -> MutexGuard<'_, [Option<Waker>; 2]> {
+        self.0.wakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Connected<IncomingStream<'_, KillableListener>> for Killer {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TCP listener whose connections can be killed; the "address" it reports for a
+/// connection is that connection's kill switch, which handlers get as `ConnectInfo`.
+struct KillableListener {
+    inner: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = Killer;
+
+    async fn accept(&mut self) -> (KillableStream, Killer) {
+        loop {
+            match self.inner.accept().await {
+                Ok((inner, _)) => {
+                    let killer = Killer::default();
+                    self.shared.track(killer.clone());
+                    let stream = KillableStream {
+                        inner,
+                        killer: killer.clone(),
+                    };
+                    return (stream, killer);
+                }
+                // Accept errors (e.g. too many open files) pass; retry shortly, as axum does.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Killer> {
+        Ok(Killer::default())
+    }
+}
+
+struct KillableStream {
+    inner: TcpStream,
+    killer: Killer,
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.killer.check(READ, cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.killer.check(WRITE, cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.killer.check(WRITE, cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.killer.is_killed() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

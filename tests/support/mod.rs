@@ -1,0 +1,10 @@
+//! Support code shared by the integration tests: a fake Telegram Bot API server
+//! and a generator of realistic updates, a running relay, and the real NATS seen
+//! from a consumer. Each test binary uses only part of it,
+//! hence `dead_code` is allowed here rather than sprinkled over every helper.
+#![allow(dead_code)]
+
+pub mod corpus;
+pub mod fake_bot_api;
+pub mod nats;
+pub mod relay;

@@ -1,0 +1,97 @@
+//! Running a relay inside a test: configuration from TOML text, a handle to stop it.
+
+use std::sync::Arc;
+
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use tgrelay::app::Relay;
+use tgrelay::config::Config;
+use tgrelay::metrics::Metrics;
+use tgrelay::sink::Sink;
+
+/// A token the fake Bot API accepts, for bot id `id`.
+pub fn token(id: u64) -> String {
+    format!("{id}:AAE-test_token-{id}")
+}
+
+/// A configuration with one polling bot per `(name, token)`, all pointed at `api_url`,
+/// with short long-polls and no admin server; `extra` is appended TOML.
+pub fn config(api_url: &str, bots: &[(&str, &str)], extra: &str) -> Config {
+    let mut toml = String::from("drain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n");
+    for (name, token) in bots {
+        toml.push_str(&format!(
+            "[bots.{name}]\ntoken = \"{token}\"\napi_url = \"{api_url}\"\npoll_timeout = \"1s\"\n"
+        ));
+    }
+    toml.push_str(extra);
+    Config::from_figment(Figment::from(Toml::string(&toml)))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+/// TOML asking for every Bot API kind and `story_reaction`, the kind `Corpus::mixed`
+/// adds as one a later Bot API could bring (it arrives only when asked for).
+pub fn allow_future_kinds() -> String {
+    let kinds: Vec<String> = super::corpus::Corpus::load()
+        .kinds()
+        .into_iter()
+        .chain(["story_reaction".to_owned()])
+        .collect();
+    format!("allowed_updates = {kinds:?}\n")
+}
+
+/// A relay running in this process.
+pub struct RunningRelay {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl RunningRelay {
+    pub fn start(config: Config, sink: Arc<dyn Sink>) -> RunningRelay {
+        let relay = Relay::with_sink(config, sink);
+        let metrics = relay.metrics();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay.run(shutdown.clone()));
+        RunningRelay {
+            shutdown,
+            task,
+            metrics,
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns what `run` returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.expect("the relay task does not panic")
+    }
+
+    /// Waits for the relay to end by itself (every bot stopped).
+    pub async fn finished(self) -> anyhow::Result<()> {
+        self.task.await.expect("the relay task does not panic")
+    }
+
+    /// The value of one metric sample in the text exposition, e.g.
+    /// `tgrelay_telegram_errors_total{bot="main",code="429",method="getUpdates"}`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `secs` pass; returns whether it held.
+pub async fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    check()
+}
