@@ -69,7 +69,6 @@ impl Relay {
 
     /// Runs until `shutdown` is cancelled and the sources have drained, or every bot stopped.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tracker = TaskTracker::new();
         if !self.config.admin.listen.is_empty() {
             let admin = crate::admin::AdminState {
                 metrics: Arc::clone(&self.metrics),
@@ -120,7 +119,11 @@ impl Relay {
             }
         }
         bots.close();
-        tracker.close();
+        tracing::info!(
+            sink = self.sink.name(),
+            bots = self.config.bots.len(),
+            "tgrelay started"
+        );
         let all_stopped = tokio::select! {
             _ = shutdown.cancelled() => false,
             _ = bots.wait() => true,

@@ -279,12 +279,12 @@ impl PollingSource {
             }
         };
         if first {
-            let wait = humantime::format_duration(delay).to_string();
+            let wait_ms = delay.as_millis() as u64;
             if error.class() == ErrorClass::Conflict {
-                tracing::warn!(%bot, error = %error, %wait,
+                tracing::warn!(%bot, error = %error, wait_ms,
                     "another getUpdates caller or a webhook holds this bot; backing off");
             } else {
-                tracing::warn!(%bot, error = %error, %wait, "Bot API call failed; backing off");
+                tracing::warn!(%bot, error = %error, wait_ms, "Bot API call failed; backing off");
             }
         } else {
             tracing::debug!(%bot, error = %error, "Bot API call failed again");
