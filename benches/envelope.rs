@@ -26,10 +26,7 @@ fn reply(first_id: i64) -> Bytes {
 
 fn envelopes(c: &mut Criterion) {
     let body = reply(1_000_000);
-    let bot = Arc::new(BotIdentity {
-        name: "main".into(),
-        id: 123456,
-    });
+    let bot = Arc::new(BotIdentity::new("main", 123456));
     let mut group = c.benchmark_group("getUpdates reply of 100 updates");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("serde_json IgnoredAny (validation only)", |b| {

@@ -18,6 +18,8 @@ use crate::envelope::BotIdentity;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::sink::file::FileSink;
+use crate::sink::kafka::topics::BotRoutes;
+use crate::sink::kafka::KafkaSink;
 use crate::sink::nats::NatsSink;
 use crate::sink::Sink;
 use crate::source::polling::{PollingSettings, PollingSource};
@@ -44,6 +46,19 @@ impl Relay {
             }
             SinkKind::Nats => {
                 Arc::new(NatsSink::connect(&config.sink.nats, config.sink.envelope).await?)
+            }
+            SinkKind::Kafka => {
+                let routes: Vec<BotRoutes> = config
+                    .bots
+                    .iter()
+                    .map(|(name, bot)| BotRoutes {
+                        name: name.clone(),
+                        id: bot.bot_id(),
+                        kinds: bot.allowed_updates.clone(),
+                    })
+                    .collect();
+                let kafka = &config.sink.kafka;
+                Arc::new(KafkaSink::connect(kafka, config.sink.envelope, &routes).await?)
             }
         };
         Ok(Self::with_sink(config, sink))
@@ -86,10 +101,7 @@ impl Relay {
         let http = BotApi::http_client();
         for (name, bot) in &self.config.bots {
             let ctx = BotContext {
-                bot: Arc::new(BotIdentity {
-                    name: name.clone(),
-                    id: bot.bot_id(),
-                }),
+                bot: Arc::new(BotIdentity::new(name.clone(), bot.bot_id())),
                 api: BotApi::new(http.clone(), &bot.api_url, bot.token().clone()),
                 sink: Arc::clone(&self.sink),
                 metrics: Arc::clone(&self.metrics),

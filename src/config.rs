@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::UpdateKind;
 use crate::secret::Secret;
+use crate::sink::kafka::KafkaSinkConfig;
 use crate::sink::nats::NatsSinkConfig;
 
 mod validate;
@@ -115,13 +116,14 @@ pub enum Mode {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinkConfig {
-    /// Which sink: `file` (default, needs no broker) or `nats`.
+    /// Which sink: `file` (default, needs no broker), `nats` or `kafka`.
     pub kind: SinkKind,
     /// `binary`: the body is Telegram's update, attributes in headers. `structured`:
     /// the body is a CloudEvents JSON object whose `data` is the update.
     pub envelope: EnvelopeMode,
     pub file: FileSinkConfig,
     pub nats: NatsSinkConfig,
+    pub kafka: KafkaSinkConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +132,7 @@ pub enum SinkKind {
     #[default]
     File,
     Nats,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

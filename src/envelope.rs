@@ -25,6 +25,23 @@ pub struct BotIdentity {
     pub name: String,
     /// The number before `:` in the token, used in ids as `{bot_id}`.
     pub id: u64,
+    /// CloudEvents `source`, `/telegram/bot/<bot_id>`, made once per bot.
+    source: Arc<str>,
+}
+
+impl BotIdentity {
+    pub fn new(name: impl Into<String>, id: u64) -> BotIdentity {
+        BotIdentity {
+            name: name.into(),
+            id,
+            source: Arc::from(format!("/telegram/bot/{id}")),
+        }
+    }
+
+    /// CloudEvents `source`: `/telegram/bot/<bot_id>`.
+    pub fn ce_source(&self) -> Arc<str> {
+        Arc::clone(&self.source)
+    }
 }
 
 /// One update, ready for a sink.

@@ -12,6 +12,7 @@ use crate::ack::Outcome;
 use crate::envelope::{BotIdentity, Envelope};
 
 pub mod file;
+pub mod kafka;
 pub mod memory;
 pub mod nats;
 

@@ -58,10 +58,13 @@ impl BotContext {
         }
         let bot = self.bot.name.as_str();
         let m = &self.metrics;
+        // Counters are bumped once per label set and batch: a label lookup hashes.
+        let mut received = Tally::default();
         for e in envelopes {
-            m.updates_received
-                .with_label_values(&[bot, e.kind.as_str()])
-                .inc();
+            received.add([e.kind.as_str(), ""]);
+        }
+        for ([kind, _], n) in received.0 {
+            m.updates_received.with_label_values(&[bot, kind]).inc_by(n);
         }
         let in_flight = m.updates_in_flight.with_label_values(&[bot]);
         in_flight.add(envelopes.len() as i64);
@@ -71,27 +74,42 @@ impl BotContext {
             .with_label_values(&[self.sink.name()])
             .observe(started.elapsed().as_secs_f64());
         in_flight.sub(envelopes.len() as i64);
+        let mut published = Tally::default();
+        let mut failed = Tally::default();
         for (e, outcome) in envelopes.iter().zip(&outcomes) {
-            let kind = e.kind.as_str();
             match outcome {
-                Outcome::Delivered => m
-                    .updates_published
-                    .with_label_values(&[bot, kind, "delivered"])
-                    .inc(),
+                Outcome::Delivered => published.add([e.kind.as_str(), "delivered"]),
                 Outcome::DeadLettered { reason } => {
                     tracing::error!(%bot, update_id = e.update_id, %reason, "update sent to the dead-letter route");
-                    m.updates_published
-                        .with_label_values(&[bot, kind, "dead_lettered"])
-                        .inc()
+                    published.add([e.kind.as_str(), "dead_lettered"]);
                 }
-                Outcome::Failed { fatal, .. } => {
-                    let class = if *fatal { "fatal" } else { "transient" };
-                    m.publish_failures
-                        .with_label_values(&[bot, self.sink.name(), class])
-                        .inc()
-                }
+                Outcome::Failed { fatal: true, .. } => failed.add(["fatal", ""]),
+                Outcome::Failed { fatal: false, .. } => failed.add(["transient", ""]),
             }
         }
+        for ([kind, outcome], n) in published.0 {
+            m.updates_published
+                .with_label_values(&[bot, kind, outcome])
+                .inc_by(n);
+        }
+        for ([class, _], n) in failed.0 {
+            m.publish_failures
+                .with_label_values(&[bot, self.sink.name(), class])
+                .inc_by(n);
+        }
         outcomes
+    }
+}
+
+/// Counts per label pair, for one batch (a few distinct pairs at most).
+#[derive(Default)]
+struct Tally<'a>(Vec<([&'a str; 2], u64)>);
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, key: [&'a str; 2]) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((key, 1)),
+        }
     }
 }

@@ -23,10 +23,7 @@ fn the_known_kinds_are_exactly_the_update_fields_of_the_bot_api() {
 #[test]
 fn every_kind_keeps_its_bytes_and_routing_facts() {
     let corpus = Corpus::load();
-    let bot = Arc::new(BotIdentity {
-        name: "main".into(),
-        id: 1,
-    });
+    let bot = Arc::new(BotIdentity::new("main", 1));
     for seed in 0..20 {
         for (i, kind) in corpus.kinds().iter().enumerate() {
             let raw = corpus.update(kind, 1000 + i as i64, seed);

@@ -141,10 +141,7 @@ async fn a_republished_update_is_dropped_by_the_stream() {
     let js = jsupport::jetstream().await;
     let (stream, prefix) = (unique("TGRELAY_T3"), unique("t3"));
     let sink = sink(&stream, &prefix, true).await;
-    let bot = Arc::new(BotIdentity {
-        name: "main".into(),
-        id: 77,
-    });
+    let bot = Arc::new(BotIdentity::new("main", 77));
     let batch: Vec<Envelope> = Corpus::load()
         .mixed(1, 10, 3)
         .into_iter()
@@ -170,10 +167,7 @@ async fn an_update_too_large_for_the_stream_goes_to_the_dead_letter_subject() {
     jsupport::create_stream(&js, &stream, &prefix, 4096).await;
     jsupport::create_stream(&js, &dl_stream, &format!("{prefix}_dl"), -1).await;
     let sink = sink(&stream, &prefix, false).await;
-    let bot = Arc::new(BotIdentity {
-        name: "main".into(),
-        id: 78,
-    });
+    let bot = Arc::new(BotIdentity::new("main", 78));
     let text = "x".repeat(10_000);
     let big = format!(r#"{{"update_id":5,"message":{{"chat":{{"id":9}},"text":"{text}"}}}}"#);
     let small = br#"{"update_id":6,"message":{"chat":{"id":9},"text":"hi"}}"#.to_vec();

@@ -163,6 +163,7 @@ fn validate_sink(config: &Config, errors: &mut Vec<String>) {
                 errors.push("sink.nats.publish_timeout: must be above zero".into());
             }
         }
+        SinkKind::Kafka => errors.extend(sink.kafka.validate()),
     }
 }
 

@@ -33,6 +33,15 @@ macro_rules! update_kinds {
                 }
             }
 
+            /// CloudEvents `type`: `org.telegram.update.<kind>` (static for known kinds).
+            pub fn ce_type(&self) -> std::borrow::Cow<'static, str> {
+                match self {
+                    $(UpdateKind::$variant => std::borrow::Cow::Borrowed(concat!("org.telegram.update.", $name)),)*
+                    UpdateKind::Other(name) => std::borrow::Cow::Owned(format!("org.telegram.update.{name}")),
+                    UpdateKind::Unknown => std::borrow::Cow::Borrowed("org.telegram.update.unknown"),
+                }
+            }
+
             /// The field name, as used in CloudEvents `type` and routing `{kind}`.
             pub fn as_str(&self) -> &str {
                 match self {

@@ -167,10 +167,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let sink = FileSink::open(&path).unwrap();
-        let bot = Arc::new(BotIdentity {
-            name: "main".into(),
-            id: 1,
-        });
+        let bot = Arc::new(BotIdentity::new("main", 1));
         let batch: Vec<Envelope> = (1..=3)
             .map(|id| {
                 let raw = format!(r#"{{"update_id":{id},"message":{{"chat":{{"id":5}}}}}}"#);

@@ -10,9 +10,10 @@
 //! (held, loud); everything else is transient (held, retried).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::header::{HeaderMap, HeaderName, IntoHeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream, ErrorCode};
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DeadLetter, Sink};
 use crate::ack::Outcome;
-use crate::cloudevent::{self, Attributes};
+use crate::cloudevent::{self, Attr, Attributes};
 use crate::config::EnvelopeMode;
 use crate::envelope::Envelope;
 use crate::route::RouteTemplate;
@@ -308,8 +309,8 @@ async fn ensure_stream(
 /// Contract headers for binary mode; `error` adds `tgrelay-error` (dead letters).
 fn binary_headers(attrs: &Attributes, error: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (name, value) in attrs.pairs() {
-        headers.insert(format!("ce-{name}").as_str(), value);
+    for (attr, value) in attrs.pairs() {
+        headers.insert(header_name(attr), value);
     }
     headers.insert("Content-Type", cloudevent::DATA_CONTENT_TYPE);
     headers.insert(NATS_MESSAGE_ID, attrs.id.as_str());
@@ -318,6 +319,18 @@ fn binary_headers(attrs: &Attributes, error: Option<&str>) -> HeaderMap {
         headers.insert("tgrelay-error", error.replace(['\r', '\n'], " ").as_str());
     }
     headers
+}
+
+/// The NATS header name of an attribute, parsed once (names are looked up per message).
+fn header_name(attr: Attr) -> HeaderName {
+    static NAMES: OnceLock<Vec<HeaderName>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        Attr::ALL
+            .iter()
+            .map(|a| a.nats_header().into_header_name())
+            .collect()
+    });
+    names[attr as usize].clone()
 }
 
 fn structured_headers(attrs: &Attributes) -> HeaderMap {

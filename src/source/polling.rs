@@ -42,10 +42,34 @@ pub struct PollingSource {
     settings: PollingSettings,
     /// Offset to send next: one past the last update safe in a broker.
     offset: Option<i64>,
-    /// Consecutive failures, for the backoff.
-    failures: u32,
-    /// The last error label logged, so a streak of one error logs once.
-    failing: Option<String>,
+    /// Consecutive failed Bot API calls.
+    fetching: Streak,
+    /// Consecutive batches the sink did not fully take.
+    publishing: Streak,
+}
+
+/// A run of consecutive failures: drives the backoff, and logs only what changes.
+#[derive(Debug, Default)]
+struct Streak {
+    count: u32,
+    label: Option<String>,
+}
+
+impl Streak {
+    /// Records a failure; returns the backoff attempt and whether this label is new.
+    fn fail(&mut self, label: &str) -> (u32, bool) {
+        let attempt = self.count;
+        self.count = self.count.saturating_add(1);
+        let new = self.label.as_deref() != Some(label);
+        self.label = Some(label.to_owned());
+        (attempt, new)
+    }
+
+    /// Records a success; returns whether a streak of failures just ended.
+    fn succeed(&mut self) -> bool {
+        self.count = 0;
+        self.label.take().is_some()
+    }
 }
 
 impl PollingSource {
@@ -54,8 +78,8 @@ impl PollingSource {
             ctx,
             settings,
             offset: None,
-            failures: 0,
-            failing: None,
+            fetching: Streak::default(),
+            publishing: Streak::default(),
         }
     }
 
@@ -145,10 +169,9 @@ impl PollingSource {
                 .with_label_values(&[name])
                 .set(offset - 1);
         }
-        if self.failing.take().is_some() {
-            tracing::info!(bot = %self.ctx.bot.name, "polling recovered");
+        if self.fetching.succeed() {
+            tracing::info!(bot = %self.ctx.bot.name, "the Bot API answers again");
         }
-        self.failures = 0;
         self.ctx.set_up(true);
     }
 
@@ -200,7 +223,12 @@ impl PollingSource {
             .chain(&letter_outcomes)
             .find(|o| !o.is_safe());
         match failed {
-            None => None,
+            None => {
+                if self.publishing.succeed() {
+                    tracing::info!(bot = %self.ctx.bot.name, "the broker takes updates again");
+                }
+                None
+            }
             Some(Outcome::Failed { reason, fatal }) => Some(self.publish_failed(reason, *fatal)),
             Some(_) => unreachable!("only Failed is unsafe"),
         }
@@ -230,7 +258,8 @@ impl PollingSource {
 
     fn publish_failed(&mut self, reason: &str, fatal: bool) -> Duration {
         let label = if fatal { "publish_fatal" } else { "publish" };
-        if self.failing.as_deref() != Some(label) {
+        let (attempt, new) = self.publishing.fail(label);
+        if new {
             if fatal {
                 tracing::error!(bot = %self.ctx.bot.name, error = %reason,
                     "the broker refuses updates; holding the offset until it accepts them");
@@ -238,23 +267,18 @@ impl PollingSource {
                 tracing::warn!(bot = %self.ctx.bot.name, error = %reason,
                     "publish failed; holding the offset and backing off");
             }
-            self.failing = Some(label.to_owned());
         }
-        self.ctx.set_up(!fatal);
-        let delay = if fatal {
+        if fatal {
             self.settings.backoff.max
         } else {
-            self.settings.backoff.next_delay(self.failures)
-        };
-        self.failures = self.failures.saturating_add(1);
-        delay
+            self.settings.backoff.next_delay(attempt)
+        }
     }
 
     /// Sorts a Bot API error: how long to wait, or stop this bot.
     fn on_error(&mut self, error: TelegramError) -> Result<Option<Duration>, PollingStopped> {
         let bot = &self.ctx.bot.name;
-        let label = error.code_label();
-        let first = self.failing.as_deref() != Some(label.as_str());
+        let (attempt, first) = self.fetching.fail(&error.code_label());
         let delay = match error.class() {
             ErrorClass::Unauthorized => {
                 tracing::error!(%bot, error = %error, "Telegram refused the token");
@@ -273,9 +297,7 @@ impl PollingSource {
                 wait
             }
             ErrorClass::Conflict | ErrorClass::Transient => {
-                let delay = self.settings.backoff.next_delay(self.failures);
-                self.failures = self.failures.saturating_add(1);
-                delay
+                self.settings.backoff.next_delay(attempt)
             }
         };
         if first {
@@ -289,7 +311,6 @@ impl PollingSource {
         } else {
             tracing::debug!(%bot, error = %error, "Bot API call failed again");
         }
-        self.failing = Some(label);
         self.ctx.set_up(false);
         Ok(Some(delay))
     }

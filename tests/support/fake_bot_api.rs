@@ -191,7 +191,7 @@ impl FakeBotApi {
     pub async fn wait_for_confirmed(&self, token: &str, count: usize, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
-            if self.confirmed(token).len() >= count {
+            if self.bot(token, |bot| bot.confirmed.len()) >= count {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -306,8 +306,12 @@ impl Bot {
     /// getUpdates' offset: positive confirms everything below it, -N keeps the last N.
     fn apply_offset(&mut self, offset: i64) {
         if offset > 0 {
-            let done = self.remove_where(|q| q.position < offset);
-            self.confirmed.extend(done);
+            // The queue is in position order: confirming pops from the front, so a poll
+            // costs what it confirms, not what is queued.
+            while self.queue.front().is_some_and(|q| q.position < offset) {
+                let done = self.queue.pop_front().expect("front exists");
+                self.confirmed.extend(done.update_id);
+            }
         } else if offset < 0 {
             let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
             let excess = self.queue.len().saturating_sub(keep);
@@ -321,23 +325,23 @@ impl Bot {
     }
 
     /// Telegram never delivers a kind the bot did not subscribe to; it is simply gone.
-    fn drop_disallowed(&mut self) {
+    /// Only the front of the queue, up to `limit` deliverable updates, is looked at.
+    fn drop_disallowed(&mut self, limit: usize) {
         let allowed = self.allowed_updates.clone();
-        let dropped = self.remove_where(|q| !is_allowed(allowed.as_deref(), q.kind.as_deref()));
-        self.forgotten.extend(dropped);
+        let (mut i, mut kept) = (0, 0);
+        while i < self.queue.len() && kept < limit {
+            if is_allowed(allowed.as_deref(), self.queue[i].kind.as_deref()) {
+                kept += 1;
+                i += 1;
+            } else if let Some(gone) = self.queue.remove(i) {
+                self.forgotten.extend(gone.update_id);
+            }
+        }
     }
 
     fn forget_all(&mut self) {
         let dropped: Vec<i64> = self.queue.drain(..).filter_map(|q| q.update_id).collect();
         self.forgotten.extend(dropped);
-    }
-
-    fn remove_where(&mut self, pred: impl Fn(&Queued) -> bool) -> Vec<i64> {
-        let (removed, kept): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut self.queue)
-            .into_iter()
-            .partition(|q| pred(q));
-        self.queue = kept;
-        removed.into_iter().filter_map(|q| q.update_id).collect()
     }
 }
 
@@ -486,7 +490,7 @@ impl Shared {
             if bot.poll_generation != generation {
                 return None;
             }
-            bot.drop_disallowed();
+            bot.drop_disallowed(limit);
             Some(
                 bot.queue
                     .iter()

@@ -9,9 +9,9 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 
-/// `TGRELAY_TEST_NATS_URL`, set by scripts/test; the usual local server otherwise.
+/// `TEST_TGRELAY_NATS_URL`, set by scripts/test; the usual local server otherwise.
 pub fn url() -> String {
-    std::env::var("TGRELAY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    std::env::var("TEST_TGRELAY_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// A name no other test (or earlier run) uses: `<prefix>_<pid>_<random>`.

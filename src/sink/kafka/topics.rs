@@ -1,0 +1,142 @@
+//! Topics: which ones the routes can reach, checking (or creating) them at start, and
+//! the periodic reachability probe behind readiness.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Weak;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use super::{KafkaSinkConfig, KafkaSinkError};
+use crate::route::RouteTemplate;
+
+/// What one bot can publish: its name, id and the kinds it asks Telegram for.
+#[derive(Debug, Clone)]
+pub struct BotRoutes {
+    pub name: String,
+    pub id: u64,
+    pub kinds: Vec<String>,
+}
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+/// Every topic an update of these bots can go to: each asked-for kind, `unknown`, and
+/// the dead-letter topic.
+pub fn required(config: &KafkaSinkConfig, routes: &[BotRoutes]) -> BTreeSet<String> {
+    let topic = RouteTemplate::parse(&config.topic).expect("validated template");
+    let dead = RouteTemplate::parse(&config.dead_letter_topic).expect("validated template");
+    let mut topics = BTreeSet::new();
+    for bot in routes {
+        for kind in bot.kinds.iter().map(String::as_str).chain(["unknown"]) {
+            topics.insert(topic.render_with(&bot.name, bot.id, kind));
+        }
+        topics.insert(dead.render_with(&bot.name, bot.id, "unknown"));
+    }
+    topics
+}
+
+/// Fails (or, with `create_topics`, creates them) when required topics are missing.
+pub async fn ensure(config: &KafkaSinkConfig, routes: &[BotRoutes]) -> Result<(), KafkaSinkError> {
+    let error = |message: String| KafkaSinkError::Topics {
+        brokers: config.brokers.clone(),
+        message,
+    };
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config()
+        .create()
+        .map_err(KafkaSinkError::Producer)?;
+    let existing: BTreeSet<String> = tokio::task::spawn_blocking(move || {
+        let metadata = admin.inner().fetch_metadata(None, METADATA_TIMEOUT)?;
+        Ok::<_, rdkafka::error::KafkaError>(
+            metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect(),
+        )
+    })
+    .await
+    .expect("metadata task does not panic")
+    .map_err(|e| error(format!("cannot read topic metadata: {e}")))?;
+    let missing: Vec<String> = required(config, routes)
+        .difference(&existing)
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !config.create_topics {
+        return Err(error(format!(
+            "missing topics: {} (create them, or set sink.kafka.create_topics = true)",
+            missing.join(", ")
+        )));
+    }
+    create(config, &missing).await.map_err(error)?;
+    tracing::info!(topics = %missing.join(", "), "created Kafka topics");
+    Ok(())
+}
+
+async fn create(config: &KafkaSinkConfig, names: &[String]) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> =
+        config.client_config().create().map_err(|e| e.to_string())?;
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(
+                n,
+                config.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(|e| format!("creating topics: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(format!("creating topic {name}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// Every few seconds, asks the brokers for metadata: the sink is reachable while they
+/// answer. Ends when the sink is dropped.
+pub async fn probe(config: ClientConfig, reachable: Weak<AtomicBool>) {
+    let admin: AdminClient<DefaultClientContext> = match config.create() {
+        Ok(admin) => admin,
+        Err(e) => return tracing::error!(error = %e, "cannot start the Kafka reachability probe"),
+    };
+    let admin = std::sync::Arc::new(admin);
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(reachable) = reachable.upgrade() else {
+            return;
+        };
+        let client = std::sync::Arc::clone(&admin);
+        let answered = tokio::task::spawn_blocking(move || {
+            client
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        let was = reachable.swap(answered, Ordering::Relaxed);
+        if was != answered {
+            if answered {
+                tracing::info!("Kafka brokers answer again");
+            } else {
+                tracing::warn!("Kafka brokers do not answer");
+            }
+        }
+    }
+}
