@@ -6,14 +6,16 @@
 //! token) leaves the others running; only when every bot has stopped does the
 //! relay exit with an error.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
-use crate::config::{Config, Mode, SinkKind};
+use crate::config::{BotConfig, Config, Mode, SinkKind};
 use crate::envelope::BotIdentity;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -23,6 +25,8 @@ use crate::sink::kafka::KafkaSink;
 use crate::sink::nats::NatsSink;
 use crate::sink::Sink;
 use crate::source::polling::{PollingSettings, PollingSource};
+use crate::source::webhook::registration::{self, Registration};
+use crate::source::webhook::{self, WebhookBot, WebhookServer};
 use crate::source::BotContext;
 use crate::telegram::BotApi;
 
@@ -84,6 +88,12 @@ impl Relay {
 
     /// Runs until `shutdown` is cancelled and the sources have drained, or every bot stopped.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.start(shutdown).await?.wait().await
+    }
+
+    /// Binds the listeners and starts every source; a taken port or a bad TLS file
+    /// fails here, before anything is fetched.
+    pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<Running> {
         if !self.config.admin.listen.is_empty() {
             let admin = crate::admin::AdminState {
                 metrics: Arc::clone(&self.metrics),
@@ -99,6 +109,7 @@ impl Relay {
         }
         let bots = TaskTracker::new();
         let http = BotApi::http_client();
+        let mut webhook_bots = Vec::new();
         for (name, bot) in &self.config.bots {
             let ctx = BotContext {
                 bot: Arc::new(BotIdentity::new(name.clone(), bot.bot_id())),
@@ -109,44 +120,84 @@ impl Relay {
             };
             ctx.set_up(false);
             match bot.mode {
-                Mode::Polling => {
-                    let settings = PollingSettings {
-                        timeout_secs: bot.poll_timeout.as_secs() as u32,
-                        limit: bot.poll_limit as u8,
-                        allowed_updates: bot.allowed_updates.clone(),
-                        delete_webhook: bot.delete_webhook,
-                        backoff: Backoff::DEFAULT,
-                    };
-                    let source = PollingSource::new(ctx, settings);
-                    let token = shutdown.clone();
-                    bots.spawn(async move {
-                        if let Err(stopped) = source.run(token).await {
-                            tracing::error!(error = %stopped, "bot stopped");
-                        }
-                    });
-                }
+                Mode::Polling => spawn_polling(&bots, ctx, bot, shutdown.clone()),
                 Mode::Webhook => {
-                    anyhow::bail!("bots.{name}: webhook mode is not available in this version")
+                    let registration = bot.webhook.register.then(|| webhook_registration(bot));
+                    let interval = bot.webhook.info_interval;
+                    bots.spawn(registration::run(
+                        ctx.clone(),
+                        registration,
+                        interval,
+                        shutdown.clone(),
+                    ));
+                    let secret = bot
+                        .webhook
+                        .secret_token
+                        .clone()
+                        .expect("validated: a secret");
+                    webhook_bots.push(WebhookBot::new(ctx, bot.webhook.path_for(name), secret));
                 }
             }
         }
         bots.close();
+        let mut webhook_addr = None;
+        let mut webhook_task = None;
+        if !webhook_bots.is_empty() {
+            let server = WebhookServer::new(&self.config.webhook, webhook_bots, shutdown.clone());
+            let drain = self.config.drain_timeout;
+            let (addr, task) =
+                webhook::serve(&self.config.webhook, server, shutdown.clone(), drain).await?;
+            tracing::info!(%addr, tls = self.config.webhook.tls_cert.is_some(), "webhook listener bound");
+            webhook_addr = Some(addr);
+            webhook_task = Some(task);
+        }
         tracing::info!(
             sink = self.sink.name(),
             bots = self.config.bots.len(),
             "tgrelay started"
         );
+        Ok(Running {
+            webhook_addr,
+            webhook_task,
+            bots,
+            shutdown,
+            sink: self.sink,
+            drain_timeout: self.config.drain_timeout,
+        })
+    }
+}
+
+/// A started relay.
+pub struct Running {
+    /// Where the webhook listener is bound, when any bot uses webhooks.
+    pub webhook_addr: Option<SocketAddr>,
+    webhook_task: Option<tokio::task::JoinHandle<()>>,
+    bots: TaskTracker,
+    shutdown: CancellationToken,
+    sink: Arc<dyn Sink>,
+    drain_timeout: Duration,
+}
+
+impl Running {
+    /// Waits for `shutdown` (then drains) or for every bot to stop (an error).
+    pub async fn wait(self) -> anyhow::Result<()> {
         let all_stopped = tokio::select! {
-            _ = shutdown.cancelled() => false,
-            _ = bots.wait() => true,
+            _ = self.shutdown.cancelled() => false,
+            _ = self.bots.wait() => true,
         };
-        if all_stopped && !shutdown.is_cancelled() {
-            shutdown.cancel();
+        if all_stopped && !self.shutdown.is_cancelled() {
+            self.shutdown.cancel();
             self.sink.close().await;
             anyhow::bail!("every bot has stopped; see the errors above");
         }
-        tracing::info!(deadline = %humantime::format_duration(self.config.drain_timeout), "shutting down: draining");
-        if tokio::time::timeout(self.config.drain_timeout, bots.wait())
+        tracing::info!(deadline = %humantime::format_duration(self.drain_timeout), "shutting down: draining");
+        let drained = async {
+            self.bots.wait().await;
+            if let Some(task) = self.webhook_task {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(self.drain_timeout, drained)
             .await
             .is_err()
         {
@@ -157,5 +208,40 @@ impl Relay {
         self.sink.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+fn spawn_polling(
+    bots: &TaskTracker,
+    ctx: BotContext,
+    bot: &BotConfig,
+    shutdown: CancellationToken,
+) {
+    let settings = PollingSettings {
+        timeout_secs: bot.poll_timeout.as_secs() as u32,
+        limit: bot.poll_limit as u8,
+        allowed_updates: bot.allowed_updates.clone(),
+        delete_webhook: bot.delete_webhook,
+        backoff: Backoff::DEFAULT,
+    };
+    let source = PollingSource::new(ctx, settings);
+    bots.spawn(async move {
+        if let Err(stopped) = source.run(shutdown).await {
+            tracing::error!(error = %stopped, "bot stopped");
+        }
+    });
+}
+
+/// What `setWebhook` should say for a bot.
+pub fn webhook_registration(bot: &BotConfig) -> Registration {
+    Registration {
+        config: bot.webhook.clone(),
+        secret: bot
+            .webhook
+            .secret_token
+            .clone()
+            .expect("validated: a secret"),
+        secret_generated: bot.webhook_secret_generated,
+        allowed_updates: bot.allowed_updates.clone(),
     }
 }

@@ -17,6 +17,7 @@ use crate::envelope::UpdateKind;
 use crate::secret::Secret;
 use crate::sink::kafka::KafkaSinkConfig;
 use crate::sink::nats::NatsSinkConfig;
+use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
 
 mod validate;
 
@@ -31,6 +32,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Metrics, health and readiness endpoints.
     pub admin: AdminConfig,
+    /// The listener webhook bots share.
+    pub webhook: WebhookServerConfig,
     /// On shutdown, how long in-flight publishes may take before the relay exits anyway
     /// (whatever is not confirmed by then is fetched again next time: duplicates, no loss).
     #[serde(with = "humantime_serde")]
@@ -44,6 +47,7 @@ impl Default for Config {
             sink: SinkConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            webhook: WebhookServerConfig::default(),
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -69,9 +73,14 @@ pub struct BotConfig {
     pub poll_timeout: Duration,
     /// Updates per getUpdates call, 1 to 100.
     pub poll_limit: u32,
-    /// In polling mode, call deleteWebhook at start (pending updates are kept) so a
-    /// stale webhook does not answer every poll with 409.
+    /// In polling mode, call deleteWebhook at start if a webhook is set (pending updates
+    /// are kept), so switching a bot from webhook to polling just works.
     pub delete_webhook: bool,
+    /// Webhook mode: URL, path, secret and registration.
+    pub webhook: BotWebhookConfig,
+    /// Set when the webhook secret was generated at load (not configured).
+    #[serde(skip)]
+    pub webhook_secret_generated: bool,
 }
 
 impl Default for BotConfig {
@@ -87,7 +96,9 @@ impl Default for BotConfig {
                 .collect(),
             poll_timeout: Duration::from_secs(30),
             poll_limit: 100,
-            delete_webhook: false,
+            delete_webhook: true,
+            webhook: BotWebhookConfig::default(),
+            webhook_secret_generated: false,
         }
     }
 }
@@ -238,6 +249,7 @@ impl Config {
         extract!(sink, "sink");
         extract!(log, "log");
         extract!(admin, "admin");
+        extract!(webhook, "webhook");
         match figment.extract_inner::<String>("drain_timeout") {
             Ok(text) => match humantime::parse_duration(&text) {
                 Ok(d) => config.drain_timeout = d,
@@ -263,7 +275,7 @@ impl Config {
                 Err(e) => errors.extend(e.into_iter().map(|e| format!("bots.{name}: {e}"))),
             }
         }
-        let known = ["bots", "sink", "log", "admin", "drain_timeout"];
+        let known = ["bots", "sink", "log", "admin", "webhook", "drain_timeout"];
         for key in top.keys().filter(|k| !known.contains(&k.as_str())) {
             errors.push(format!("unknown setting {key:?}"));
         }

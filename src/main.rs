@@ -7,8 +7,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use tgrelay::app::Relay;
+use tgrelay::app::{webhook_registration, Relay};
 use tgrelay::config::{Config, LogFormat};
+use tgrelay::telegram::BotApi;
 
 /// Exit status for a configuration error (EX_CONFIG-like; sysexits' EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -29,6 +30,28 @@ enum Command {
     Run(ConfigArg),
     /// Print the effective configuration (secrets redacted), or every problem with it.
     CheckConfig(ConfigArg),
+    /// Manage a bot's webhook at Telegram.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Call setWebhook with the bot's configured url, secret and settings.
+    Set(WebhookArgs),
+    /// Call deleteWebhook (pending updates are kept).
+    Delete(WebhookArgs),
+    /// Print getWebhookInfo.
+    Info(WebhookArgs),
+}
+
+#[derive(clap::Args)]
+struct WebhookArgs {
+    /// The bot's name in the configuration.
+    #[arg(long)]
+    bot: String,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(clap::Args)]
@@ -40,7 +63,12 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (Command::Run(arg) | Command::CheckConfig(arg)) = &cli.command;
+    let arg = match &cli.command {
+        Command::Run(arg) | Command::CheckConfig(arg) => arg,
+        Command::Webhook(
+            WebhookCommand::Set(w) | WebhookCommand::Delete(w) | WebhookCommand::Info(w),
+        ) => &w.config,
+    };
     // The default file may be absent (environment-only setups); a named one must exist.
     let required = arg.config.as_os_str() != "config.toml";
     let config = match Config::load(&arg.config, required) {
@@ -56,6 +84,53 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(_) => run(config),
+        Command::Webhook(command) => webhook(config, command),
+    }
+}
+
+/// `tgrelay webhook set|delete|info --bot NAME`.
+fn webhook(config: Config, command: WebhookCommand) -> ExitCode {
+    let (WebhookCommand::Set(args) | WebhookCommand::Delete(args) | WebhookCommand::Info(args)) =
+        &command;
+    let Some(bot) = config.bots.get(&args.bot) else {
+        eprintln!("no bot named {:?} in the configuration", args.bot);
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    let api = BotApi::new(BotApi::http_client(), &bot.api_url, bot.token().clone());
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let result = runtime.block_on(async {
+        match command {
+            WebhookCommand::Set(_) if bot.webhook_secret_generated => Err(
+                "configure bots.<name>.webhook.secret_token (or secret_token_file) first: \
+                 a generated secret would not be known to the running relay"
+                    .to_owned(),
+            ),
+            WebhookCommand::Set(_) => webhook_registration(bot)
+                .apply(&api, true)
+                .await
+                .map(|_| "webhook set".to_owned())
+                .map_err(|e| e.to_string()),
+            WebhookCommand::Delete(_) => api
+                .delete_webhook(false)
+                .await
+                .map(|_| "webhook deleted (pending updates kept)".to_owned())
+                .map_err(|e| e.to_string()),
+            WebhookCommand::Info(_) => api
+                .get_webhook_info()
+                .await
+                .map(|info| serde_json::to_string_pretty(&info).expect("info serializes"))
+                .map_err(|e| e.to_string()),
+        }
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

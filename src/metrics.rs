@@ -32,8 +32,18 @@ pub struct Metrics {
     pub retry_after_seconds: IntCounterVec,
     /// Bytes in a reply that were not an update (sent to the dead-letter route), by bot.
     pub malformed_updates: IntCounterVec,
-    /// 1 while a bot's source is healthy (recent successful poll), by bot.
+    /// 1 while a bot's source is healthy (recent successful poll, or a registered webhook), by bot.
     pub source_up: IntGaugeVec,
+    /// Webhook requests answered, by bot and HTTP status.
+    pub webhook_requests: IntCounterVec,
+    /// Updates re-sent by Telegram after being acked, answered without publishing, by bot.
+    pub duplicates_suppressed: IntCounterVec,
+    /// getWebhookInfo: updates waiting at Telegram, by bot.
+    pub webhook_pending_updates: IntGaugeVec,
+    /// getWebhookInfo: unix time of Telegram's last delivery error (0: none), by bot.
+    pub webhook_last_error_timestamp: IntGaugeVec,
+    /// getWebhookInfo: max_connections, by bot.
+    pub webhook_max_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -110,6 +120,36 @@ impl Metrics {
                 &registry,
                 "source_up",
                 "1 while the bot's source is healthy.",
+                &["bot"],
+            ),
+            webhook_requests: counter(
+                &registry,
+                "webhook_requests_total",
+                "Webhook requests answered, by HTTP status.",
+                &["bot", "status"],
+            ),
+            duplicates_suppressed: counter(
+                &registry,
+                "duplicates_suppressed_total",
+                "Re-sent updates answered without publishing again.",
+                &["bot"],
+            ),
+            webhook_pending_updates: gauge(
+                &registry,
+                "webhook_pending_updates",
+                "Updates waiting at Telegram (getWebhookInfo).",
+                &["bot"],
+            ),
+            webhook_last_error_timestamp: gauge(
+                &registry,
+                "webhook_last_error_timestamp_seconds",
+                "Unix time of Telegram's last webhook delivery error (getWebhookInfo).",
+                &["bot"],
+            ),
+            webhook_max_connections: gauge(
+                &registry,
+                "webhook_max_connections",
+                "max_connections of the webhook (getWebhookInfo).",
                 &["bot"],
             ),
             registry,

@@ -12,6 +12,7 @@ use crate::sink::Sink;
 use crate::telegram::{BotApi, TelegramError};
 
 pub mod polling;
+pub mod webhook;
 
 /// Everything a source of one bot works with.
 #[derive(Clone)]

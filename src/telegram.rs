@@ -49,10 +49,27 @@ pub struct BotUser {
     pub username: Option<String>,
 }
 
+/// setWebhook parameters. `drop_pending_updates` is sent only when true.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetWebhook<'a> {
+    pub url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_token: Option<&'a str>,
+    pub allowed_updates: &'a [String],
+    pub max_connections: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drop_pending_updates: bool,
+}
+
 /// getWebhookInfo's answer (the fields the relay reads).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
 pub struct WebhookInfo {
     pub url: String,
+    #[serde(default)]
+    pub has_custom_certificate: bool,
+    pub ip_address: Option<String>,
     #[serde(default)]
     pub pending_update_count: i64,
     pub last_error_date: Option<i64>,
@@ -104,6 +121,42 @@ impl BotApi {
             .await
     }
 
+    /// Registers the webhook; with `certificate` (PEM bytes) the call is a multipart upload.
+    pub async fn set_webhook(
+        &self,
+        params: &SetWebhook<'_>,
+        certificate: Option<Vec<u8>>,
+    ) -> Result<bool, TelegramError> {
+        const METHOD: &str = "setWebhook";
+        let Some(pem) = certificate else {
+            return self.call(METHOD, params, SHORT_CALL_TIMEOUT).await;
+        };
+        let mut form = reqwest::multipart::Form::new();
+        let fields = serde_json::to_value(params).expect("parameters serialize");
+        for (name, value) in fields.as_object().expect("an object") {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            form = form.text(name.clone(), text);
+        }
+        let part = reqwest::multipart::Part::bytes(pem).file_name("certificate.pem");
+        form = form.part("certificate", part);
+        let url = format!("{}/bot{}/{}", self.base_url, self.token.expose(), METHOD);
+        let transport = |e| TelegramError::transport(METHOD, e, &self.token);
+        let response = self
+            .http
+            .post(url)
+            .multipart(form)
+            .timeout(SHORT_CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        self.read_reply(METHOD, status, &body)
+    }
+
     pub async fn get_webhook_info(&self) -> Result<WebhookInfo, TelegramError> {
         self.call("getWebhookInfo", &serde_json::json!({}), SHORT_CALL_TIMEOUT)
             .await
@@ -116,10 +169,19 @@ impl BotApi {
         timeout: Duration,
     ) -> Result<T, TelegramError> {
         let (status, body) = self.post(method, params, timeout).await?;
-        match reply::parse(&body) {
+        self.read_reply(method, status, &body)
+    }
+
+    fn read_reply<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<T, TelegramError> {
+        match reply::parse(body) {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(failure)) => Err(self.api_error(method, failure)),
-            Err(_) => Err(TelegramError::bad_reply(method, status, &body, &self.token)),
+            Err(_) => Err(TelegramError::bad_reply(method, status, body, &self.token)),
         }
     }
 

@@ -327,7 +327,11 @@ async fn without_the_option_a_webhook_means_409_and_backoff() {
     let (api, token, sink) = setup(1013).await;
     api.set_webhook_url(&token, Some("https://old.example/hook"));
     let relay = RunningRelay::start(
-        config(&api.base_url(), &[("main", &token)], ""),
+        config(
+            &api.base_url(),
+            &[("main", &token)],
+            "delete_webhook = false\n",
+        ),
         sink.clone(),
     );
     assert!(

@@ -31,6 +31,7 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
         validate_bot(name, bot, &mut errors);
     }
     validate_sink(config, &mut errors);
+    validate_webhook_server(config, &mut errors);
     if config.drain_timeout.is_zero() {
         errors.push("drain_timeout must be above zero".into());
     }
@@ -85,10 +86,7 @@ fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
         )),
     }
     if bot.mode == Mode::Webhook {
-        errors.push(format!(
-            "{}: webhook mode is not available in this version; use polling",
-            key("mode")
-        ));
+        validate_webhook(name, bot, errors);
     }
     let timeout = bot.poll_timeout;
     if timeout.as_secs() > 50 || timeout.subsec_nanos() != 0 {
@@ -117,6 +115,73 @@ fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
     }
 }
 
+/// A bot in webhook mode: URL, path, secret (resolved or generated), limits.
+fn validate_webhook(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
+    let key = |field: &str| {
+        format!(
+            "bots.{name}.webhook.{field} (TGRELAY_BOTS__{}__WEBHOOK__{})",
+            name.to_uppercase(),
+            field.to_uppercase()
+        )
+    };
+    let hook = &mut bot.webhook;
+    match &hook.url {
+        Some(url) => match reqwest::Url::parse(url) {
+            Ok(u)
+                if u.scheme() == "https"
+                    || (u.scheme() == "http"
+                        && bot.api_url != crate::telegram::DEFAULT_BASE_URL) => {}
+            _ => errors.push(format!(
+                "{}: {url:?} must be an https URL (Telegram only calls https)",
+                key("url")
+            )),
+        },
+        None if hook.register => errors.push(format!(
+            "{}: required to register the webhook (or set register = false)",
+            key("url")
+        )),
+        None => {}
+    }
+    if !hook.path_for(name).starts_with('/') {
+        errors.push(format!("{}: must start with /", key("path")));
+    }
+    if hook.secret_token.as_ref().is_none_or(Secret::is_empty) {
+        if let Some(path) = &hook.secret_token_file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => hook.secret_token = Some(Secret::new(text.trim())),
+                Err(e) => errors.push(format!(
+                    "{}: cannot read {}: {e}",
+                    key("secret_token_file"),
+                    path.display()
+                )),
+            }
+        } else {
+            hook.secret_token = Some(crate::source::webhook::random_secret());
+            bot.webhook_secret_generated = true;
+        }
+    }
+    let secret_ok = hook.secret_token.as_ref().is_some_and(|s| {
+        (1..=256).contains(&s.expose().len())
+            && s.expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    if !secret_ok && !errors.iter().any(|e| e.contains("secret_token_file")) {
+        errors.push(format!(
+            "{}: 1-256 of A-Z a-z 0-9 _ - (Telegram's rule)",
+            key("secret_token")
+        ));
+    }
+    let local_server = bot.api_url != crate::telegram::DEFAULT_BASE_URL;
+    let max = if local_server { 100_000 } else { 100 };
+    if !(1..=max).contains(&hook.max_connections) {
+        errors.push(format!("{}: must be 1 to {max}", key("max_connections")));
+    }
+    if hook.info_interval.is_zero() {
+        errors.push(format!("{}: must be above zero", key("info_interval")));
+    }
+}
+
 fn resolve_token(bot: &mut BotConfig, key: &dyn Fn(&str) -> String, errors: &mut Vec<String>) {
     match (&bot.token, &bot.token_file) {
         (Some(token), _) if !token.is_empty() => {}
@@ -129,6 +194,47 @@ fn resolve_token(bot: &mut BotConfig, key: &dyn Fn(&str) -> String, errors: &mut
             )),
         },
         _ => errors.push(format!("{}: required (or token_file)", key("token"))),
+    }
+}
+
+fn validate_webhook_server(config: &Config, errors: &mut Vec<String>) {
+    let webhook = &config.webhook;
+    let mut paths = std::collections::BTreeMap::new();
+    for (name, bot) in config.bots.iter().filter(|(_, b)| b.mode == Mode::Webhook) {
+        if let Some(other) = paths.insert(bot.webhook.path_for(name), name) {
+            errors.push(format!(
+                "bots.{name} and bots.{other} share the webhook path {}",
+                bot.webhook.path_for(name)
+            ));
+        }
+    }
+    if paths.is_empty() {
+        return;
+    }
+    if webhook.listen.parse::<std::net::SocketAddr>().is_err() {
+        errors.push(format!(
+            "webhook.listen {:?} is not an address like 0.0.0.0:8080",
+            webhook.listen
+        ));
+    }
+    if webhook.max_concurrency == 0 || webhook.max_body_bytes == 0 {
+        errors.push("webhook.max_concurrency and webhook.max_body_bytes must be above zero".into());
+    }
+    if webhook.publish_timeout.is_zero()
+        || webhook.publish_timeout > std::time::Duration::from_secs(55)
+    {
+        errors.push(
+            "webhook.publish_timeout must be above zero and at most 55s (Telegram waits 60 s)"
+                .into(),
+        );
+    }
+    if webhook.tls_cert.is_some() != webhook.tls_key.is_some() {
+        errors.push("webhook.tls_cert and webhook.tls_key go together".into());
+    }
+    for proxy in &webhook.trusted_proxies {
+        if let Err(e) = crate::source::webhook::Cidr::parse(proxy) {
+            errors.push(format!("webhook.trusted_proxies: {e}"));
+        }
     }
 }
 

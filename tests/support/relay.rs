@@ -47,6 +47,8 @@ pub struct RunningRelay {
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
     pub metrics: Arc<Metrics>,
+    /// The webhook listener's address, when a bot uses webhooks (see `started`).
+    pub webhook_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningRelay {
@@ -59,6 +61,25 @@ impl RunningRelay {
             shutdown,
             task,
             metrics,
+            webhook_addr: None,
+        }
+    }
+
+    /// Like `start`, but returns once the listeners are bound (webhook tests need the address).
+    pub async fn started(config: Config, sink: Arc<dyn Sink>) -> RunningRelay {
+        let relay = Relay::with_sink(config, sink);
+        let metrics = relay.metrics();
+        let shutdown = CancellationToken::new();
+        let running = relay
+            .start(shutdown.clone())
+            .await
+            .expect("the relay starts");
+        let webhook_addr = running.webhook_addr;
+        RunningRelay {
+            shutdown,
+            task: tokio::spawn(running.wait()),
+            metrics,
+            webhook_addr,
         }
     }
 

@@ -1,0 +1,154 @@
+//! The webhook's life at Telegram: setWebhook (only when something changed), and
+//! getWebhookInfo read periodically into metrics and logs.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::BotWebhookConfig;
+use crate::backoff::Backoff;
+use crate::secret::Secret;
+use crate::source::BotContext;
+use crate::telegram::{BotApi, ErrorClass, SetWebhook, TelegramError, WebhookInfo};
+
+/// What to register for one bot.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub config: BotWebhookConfig,
+    pub secret: Secret,
+    /// A secret generated at this start cannot already be at Telegram: always set.
+    pub secret_generated: bool,
+    pub allowed_updates: Vec<String>,
+}
+
+impl Registration {
+    fn params(&self) -> Option<SetWebhook<'_>> {
+        Some(SetWebhook {
+            url: self.config.url.as_deref()?,
+            secret_token: Some(self.secret.expose()),
+            allowed_updates: &self.allowed_updates,
+            max_connections: self.config.max_connections,
+            ip_address: self.config.ip_address.as_deref(),
+            drop_pending_updates: self.config.drop_pending_updates,
+        })
+    }
+
+    /// Whether Telegram already has these settings. The secret cannot be read back, so a
+    /// changed configured secret needs `tgrelay webhook set`.
+    fn matches(&self, info: &WebhookInfo) -> bool {
+        let Some(want) = self.params() else {
+            return false;
+        };
+        let mut have_kinds = info.allowed_updates.clone().unwrap_or_default();
+        let mut want_kinds = want.allowed_updates.to_vec();
+        have_kinds.sort();
+        want_kinds.sort();
+        !self.secret_generated
+            && info.url == want.url
+            && info.max_connections == Some(i64::from(want.max_connections))
+            && have_kinds == want_kinds
+            && info.has_custom_certificate == self.config.certificate.is_some()
+            && (want.ip_address.is_none() || info.ip_address.as_deref() == want.ip_address)
+    }
+
+    /// Calls setWebhook unless Telegram already has the same settings (or `force`).
+    /// Returns whether it was set.
+    pub async fn apply(&self, api: &BotApi, force: bool) -> Result<bool, TelegramError> {
+        let params = self.params().ok_or_else(|| TelegramError::Transport {
+            method: "setWebhook",
+            message: "no webhook url configured".into(),
+        })?;
+        if !force && self.matches(&api.get_webhook_info().await?) {
+            return Ok(false);
+        }
+        let certificate = match &self.config.certificate {
+            Some(path) => Some(std::fs::read(path).map_err(|e| TelegramError::Transport {
+                method: "setWebhook",
+                message: format!("reading the certificate {}: {e}", path.display()),
+            })?),
+            None => None,
+        };
+        api.set_webhook(&params, certificate).await?;
+        Ok(true)
+    }
+}
+
+/// Registers (retrying transient errors), then reads getWebhookInfo every
+/// `info_interval` until `shutdown`. The bot is ready once registered.
+pub async fn run(
+    ctx: BotContext,
+    registration: Option<Registration>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let bot = ctx.bot.name.clone();
+    if let Some(registration) = registration {
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = registration.apply(&ctx.api, false) => result,
+            };
+            ctx.observe_call("setWebhook", started, result.as_ref().err());
+            match result {
+                Ok(true) => {
+                    tracing::info!(%bot, url = registration.config.url.as_deref().unwrap_or(""), "webhook registered")
+                }
+                Ok(false) => tracing::info!(%bot, "webhook already registered with these settings"),
+                Err(e) if e.class() == ErrorClass::Unauthorized => {
+                    return tracing::error!(%bot, error = %e, "Telegram refused the token; this bot stops");
+                }
+                Err(e) => {
+                    let wait = match e.class() {
+                        ErrorClass::RetryAfter(wait) => wait,
+                        _ => Backoff::DEFAULT.next_delay(attempt),
+                    };
+                    attempt += 1;
+                    tracing::warn!(%bot, error = %e, wait_ms = wait.as_millis() as u64, "registering the webhook failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            }
+            break;
+        }
+    }
+    ctx.set_up(true);
+    watch_info(&ctx, interval, &shutdown).await;
+}
+
+/// getWebhookInfo into metrics; a log line when Telegram's last error changes.
+async fn watch_info(ctx: &BotContext, interval: Duration, shutdown: &CancellationToken) {
+    let bot = ctx.bot.name.as_str();
+    let mut last_error: Option<String> = None;
+    loop {
+        let started = Instant::now();
+        let info = ctx.api.get_webhook_info().await;
+        ctx.observe_call("getWebhookInfo", started, info.as_ref().err());
+        if let Ok(info) = info {
+            let m = &ctx.metrics;
+            m.webhook_pending_updates
+                .with_label_values(&[bot])
+                .set(info.pending_update_count);
+            m.webhook_max_connections
+                .with_label_values(&[bot])
+                .set(info.max_connections.unwrap_or(0));
+            m.webhook_last_error_timestamp
+                .with_label_values(&[bot])
+                .set(info.last_error_date.unwrap_or(0));
+            if info.last_error_message != last_error {
+                if let Some(message) = &info.last_error_message {
+                    tracing::warn!(%bot, error = %message, pending = info.pending_update_count,
+                        "Telegram reports a webhook delivery error");
+                }
+                last_error = info.last_error_message;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
