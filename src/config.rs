@@ -208,6 +208,13 @@ impl Default for AdminConfig {
     }
 }
 
+/// Kubernetes injects `TGRELAY_SERVICE_HOST`, `TGRELAY_PORT_9090_TCP`... into pods when a
+/// Service is named `tgrelay`; they are not settings.
+fn is_kubernetes_service_link(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.starts_with("service_") || key == "port" || key.starts_with("port_")
+}
+
 /// Every problem found in a configuration, one per line.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -224,9 +231,12 @@ impl Config {
             )]));
         }
         Self::from_figment(
-            Figment::new()
-                .merge(Toml::file(path))
-                .merge(Env::prefixed("TGRELAY_").split("__").ignore(&["config"])),
+            Figment::new().merge(Toml::file(path)).merge(
+                Env::prefixed("TGRELAY_")
+                    .filter(|key| !is_kubernetes_service_link(key.as_str()))
+                    .split("__")
+                    .ignore(&["config"]),
+            ),
         )
     }
 

@@ -5,15 +5,23 @@
 //!
 //! These run on tokio's default current-thread runtime: once a long poll shows up
 //! in `calls`, its handler has reached its first wait, which makes "the older
-//! poller" well defined in the conflict test.
+//! poller" well defined in the conflict test. Webhook tests deliver to a small
+//! receiver in the test that records what it gets and answers as scripted.
 
 mod support;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use support::corpus::{expected_routing, Corpus};
-use support::fake_bot_api::{FakeBotApi, Fault};
+use support::fake_bot_api::{FakeBotApi, Fault, WebhookTiming};
+use tokio::task::JoinHandle;
 
 const TOKEN: &str = "123456:AAE-abc_def";
 const CONFLICT_OTHER_POLLER: &str =
@@ -383,14 +391,19 @@ async fn get_updates_conflicts_with_an_active_webhook() {
 async fn set_webhook_keeps_its_params_and_delete_can_drop_pending() {
     let (fake, client) = started().await;
     fake.push_updates(TOKEN, messages(1..=3));
-    let form = "url=https%3A%2F%2Fexample.com%2Fhook&secret_token=s3cr3t&allowed_updates=%5B%22message%22%2C%22poll%22%5D";
-    let answer = client.post_form(TOKEN, "setWebhook", form).await;
+    // Nothing listens there, so the updates stay queued.
+    let url = closed_port_url().await;
+    let form = format!(
+        "url={}&secret_token=s3cr3t&allowed_updates=%5B%22message%22%2C%22poll%22%5D",
+        url.replace(':', "%3A").replace('/', "%2F")
+    );
+    let answer = client.post_form(TOKEN, "setWebhook", &form).await;
     assert_eq!(
         answer.json(),
         json!({"ok": true, "result": true, "description": "Webhook was set"})
     );
     let params = fake.webhook_params(TOKEN);
-    assert_eq!(params["url"], "https://example.com/hook");
+    assert_eq!(params["url"], url.as_str());
     assert_eq!(params["secret_token"], "s3cr3t");
 
     let (_, info) = client.call(TOKEN, "getWebhookInfo", json!({})).await;
@@ -756,4 +769,587 @@ fn routing_of_malformed_shapes_is_unknown() {
         expected_routing(&future),
         ("story_reaction".to_owned(), Some(-5), Some(7))
     );
+}
+
+// Webhook delivery.
+
+const SECRET: &str = "s3cr3t";
+const SERVICE_UNAVAILABLE: &str = "Wrong response from the webhook: 503 Service Unavailable";
+
+/// How the receiver answers one request: after `hold`, with `status` and maybe `Retry-After`.
+#[derive(Debug, Clone, Copy)]
+struct Scripted {
+    status: u16,
+    retry_after: Option<u64>,
+    hold: Duration,
+}
+
+impl Scripted {
+    fn status(status: u16) -> Scripted {
+        Scripted {
+            status,
+            retry_after: None,
+            hold: Duration::ZERO,
+        }
+    }
+
+    fn ok_after(hold: Duration) -> Scripted {
+        Scripted {
+            hold,
+            ..Scripted::status(200)
+        }
+    }
+}
+
+/// The receiver's script: given an update id and how often it came before, the answer.
+type Script = dyn Fn(i64, usize) -> Scripted + Send + Sync;
+
+/// One request as the receiver got it.
+struct Received {
+    body: Vec<u8>,
+    update_id: i64,
+    chat: Option<i64>,
+    secret: Option<String>,
+    content_type: String,
+}
+
+/// What the receiver saw, including the most requests it had in flight at once.
+#[derive(Default)]
+struct Log {
+    requests: Vec<Received>,
+    in_flight: usize,
+    max_in_flight: usize,
+    per_chat: HashMap<i64, usize>,
+    max_per_chat: usize,
+}
+
+struct ReceiverState {
+    log: Mutex<Log>,
+    script: Box<Script>,
+}
+
+impl ReceiverState {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A webhook endpoint on 127.0.0.1, standing in for the relay.
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+    server: JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(script: impl Fn(i64, usize) -> Scripted + Send + Sync + 'static) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let state = Arc::new(ReceiverState {
+            log: Mutex::default(),
+            script: Box::new(script),
+        });
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&state));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { url, state, server }
+    }
+
+    fn count(&self) -> usize {
+        self.state.log().requests.len()
+    }
+
+    /// Update ids in order of arrival, retries included.
+    fn ids(&self) -> Vec<i64> {
+        self.state
+            .log()
+            .requests
+            .iter()
+            .map(|r| r.update_id)
+            .collect()
+    }
+
+    async fn wait_for_requests(&self, count: usize) {
+        while self.count() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Leaves the in-flight counts when the request ends, answered or cut off.
+struct InFlight {
+    state: Arc<ReceiverState>,
+    chat: Option<i64>,
+}
+
+impl InFlight {
+    fn enter(state: &Arc<ReceiverState>, log: &mut Log, chat: Option<i64>) -> InFlight {
+        log.in_flight += 1;
+        log.max_in_flight = log.max_in_flight.max(log.in_flight);
+        if let Some(chat) = chat {
+            let n = log.per_chat.entry(chat).or_default();
+            *n += 1;
+            log.max_per_chat = log.max_per_chat.max(*n);
+        }
+        InFlight {
+            state: Arc::clone(state),
+            chat,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut log = self.state.log();
+        log.in_flight -= 1;
+        if let Some(n) = self.chat.and_then(|c| log.per_chat.get_mut(&c)) {
+            *n -= 1;
+        }
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let update: Value = serde_json::from_slice(&body).expect("a webhook body is JSON");
+    let update_id = update["update_id"].as_i64().expect("update_id");
+    let chat = expected_routing(&update).1;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (answer, _in_flight) = {
+        let mut log = state.log();
+        let before = log
+            .requests
+            .iter()
+            .filter(|r| r.update_id == update_id)
+            .count();
+        log.requests.push(Received {
+            body: body.to_vec(),
+            update_id,
+            chat,
+            secret: header("x-telegram-bot-api-secret-token"),
+            content_type: header("content-type").unwrap_or_default(),
+        });
+        let in_flight = InFlight::enter(&state, &mut log, chat);
+        ((state.script)(update_id, before), in_flight)
+    };
+    tokio::time::sleep(answer.hold).await;
+    let status = axum::http::StatusCode::from_u16(answer.status).expect("status");
+    let mut response = (status, "").into_response();
+    if let Some(seconds) = answer.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", seconds.to_string().parse().expect("header"));
+    }
+    response
+}
+
+/// A fake with fast retries (50 ms doubling up to 500 ms) and a receiver following `script`.
+async fn hooked(
+    script: impl Fn(i64, usize) -> Scripted + Send + Sync + 'static,
+) -> (FakeBotApi, Client, Receiver) {
+    let (fake, client) = started().await;
+    fake.set_webhook_timing(WebhookTiming {
+        answer_timeout: Duration::from_secs(5),
+        first_retry: Duration::from_millis(50),
+        max_retry: Duration::from_millis(500),
+    });
+    (fake, client, Receiver::start(script).await)
+}
+
+async fn set_webhook(client: &Client, params: Value) {
+    let (status, body) = client.call(TOKEN, "setWebhook", params).await;
+    assert_eq!((status, body["ok"].clone()), (200, json!(true)), "{body}");
+}
+
+/// A URL nothing listens on: the port was free a moment ago.
+async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    format!("http://{addr}/hook")
+}
+
+fn in_chat(id: i64, chat: i64) -> Vec<u8> {
+    format!(r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1750000000,"chat":{{"id":{chat},"type":"private"}},"text":"hi"}}}}"#)
+        .into_bytes()
+}
+
+async fn wait_for_deliveries(fake: &FakeBotApi, count: usize) {
+    while fake.deliveries(TOKEN).len() < count {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhook_delivers_every_update_byte_identical_with_the_secret() {
+    let (fake, client, receiver) = hooked(|_, _| Scripted::status(200)).await;
+    let corpus = Corpus::load();
+    let updates = corpus.mixed(1, 60, 7);
+    let mut kinds = corpus.kinds();
+    kinds.push("story_reaction".to_owned());
+    // Half queued before setWebhook, half pushed while it is set.
+    fake.push_updates(TOKEN, updates[..30].to_vec());
+    let params = json!({"url": receiver.url, "secret_token": SECRET, "allowed_updates": kinds});
+    set_webhook(&client, params).await;
+    fake.push_updates(TOKEN, updates[30..].to_vec());
+
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 60, Duration::from_secs(20))
+            .await
+    );
+    let mut received: Vec<Vec<u8>> = {
+        let log = receiver.state.log();
+        for request in &log.requests {
+            assert_eq!(request.secret.as_deref(), Some(SECRET));
+            assert_eq!(request.content_type, "application/json");
+        }
+        log.requests.iter().map(|r| r.body.clone()).collect()
+    };
+    let mut expected = updates;
+    received.sort();
+    expected.sort();
+    assert!(
+        received == expected,
+        "delivered bytes differ from the pushed ones"
+    );
+    assert!(fake.pending(TOKEN).is_empty());
+    let deliveries = fake.deliveries(TOKEN);
+    assert_eq!(deliveries.len(), 60);
+    assert!(deliveries.iter().all(|d| d.status == Some(200)));
+}
+
+#[tokio::test]
+async fn webhook_retries_on_schedule_and_confirms_only_on_a_2xx() {
+    let (fake, client, receiver) = hooked(|_, before| match before {
+        0 | 1 => Scripted::status(503),
+        2 => Scripted {
+            retry_after: Some(1),
+            ..Scripted::status(503)
+        },
+        _ => Scripted::ok_after(Duration::from_millis(300)),
+    })
+    .await;
+    fake.push_updates(TOKEN, messages(1..=1));
+    set_webhook(&client, json!({"url": receiver.url})).await;
+
+    receiver.wait_for_requests(4).await;
+    assert!(
+        fake.confirmed(TOKEN).is_empty(),
+        "not confirmed before the 2xx"
+    );
+    assert_eq!(fake.pending(TOKEN), vec![1]);
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 1, Duration::from_secs(5))
+            .await
+    );
+    let deliveries = fake.deliveries(TOKEN);
+    let statuses: Vec<Option<u16>> = deliveries.iter().map(|d| d.status).collect();
+    assert_eq!(statuses, [Some(503), Some(503), Some(503), Some(200)]);
+    let retry_after: Vec<Option<u64>> = deliveries.iter().map(|d| d.retry_after).collect();
+    assert_eq!(retry_after, [None, None, Some(1), None]);
+    let floors = [50, 100, 1000].map(Duration::from_millis);
+    for (pair, floor) in deliveries.windows(2).zip(floors) {
+        let waited = pair[1].started - pair[0].finished;
+        assert!(
+            waited >= floor,
+            "waited {waited:?}, expected at least {floor:?}"
+        );
+    }
+    assert_eq!(receiver.ids(), vec![1, 1, 1, 1]);
+}
+
+#[tokio::test]
+async fn webhook_sends_one_update_per_chat_at_a_time_in_order() {
+    // Update 4 fails once: its chat's later updates must wait for its retry.
+    let (fake, client, receiver) = hooked(|id, before| {
+        if id == 4 && before == 0 {
+            Scripted::status(503)
+        } else {
+            Scripted::ok_after(Duration::from_millis(20))
+        }
+    })
+    .await;
+    let updates = (1..=18).map(|id| in_chat(id, 100 + id % 3)).collect();
+    fake.push_updates(TOKEN, updates);
+    set_webhook(&client, json!({"url": receiver.url})).await;
+
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 18, Duration::from_secs(10))
+            .await
+    );
+    let log = receiver.state.log();
+    assert_eq!(
+        log.max_per_chat, 1,
+        "two updates of one chat were in flight"
+    );
+    for chat in 100..103 {
+        let ids: Vec<i64> = log
+            .requests
+            .iter()
+            .filter(|r| r.chat == Some(chat))
+            .map(|r| r.update_id)
+            .collect();
+        assert!(ids.is_sorted(), "chat {chat} got {ids:?}");
+    }
+    assert_eq!(times_received(&log, 4), 2, "update 4 was retried once");
+    let confirmed = fake.confirmed(TOKEN);
+    for chat in 100..103 {
+        let order: Vec<i64> = confirmed
+            .iter()
+            .copied()
+            .filter(|id| 100 + id % 3 == chat)
+            .collect();
+        assert!(order.is_sorted(), "chat {chat} confirmed {order:?}");
+    }
+}
+
+fn times_received(log: &Log, update_id: i64) -> usize {
+    log.requests
+        .iter()
+        .filter(|r| r.update_id == update_id)
+        .count()
+}
+
+#[tokio::test]
+async fn webhook_runs_chats_in_parallel_up_to_max_connections() {
+    let (fake, client, receiver) =
+        hooked(|_, _| Scripted::ok_after(Duration::from_millis(100))).await;
+    fake.push_updates(TOKEN, (1..=12).map(|id| in_chat(id, id)).collect());
+    set_webhook(&client, json!({"url": receiver.url, "max_connections": 3})).await;
+    assert_eq!(fake.webhook_info(TOKEN)["max_connections"], 3);
+
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 12, Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(
+        receiver.state.log().max_in_flight,
+        3,
+        "chats go in parallel, never beyond max_connections"
+    );
+}
+
+#[tokio::test]
+async fn webhook_answer_timeout_is_a_failure() {
+    let (fake, client, receiver) = hooked(|_, before| match before {
+        0 => Scripted::ok_after(Duration::from_secs(3)),
+        _ => Scripted::status(200),
+    })
+    .await;
+    let timeout = Duration::from_millis(300);
+    fake.set_webhook_timing(WebhookTiming {
+        answer_timeout: timeout,
+        first_retry: Duration::from_millis(50),
+        max_retry: Duration::from_millis(500),
+    });
+    fake.push_updates(TOKEN, messages(1..=1));
+    set_webhook(&client, json!({"url": receiver.url})).await;
+
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 1, Duration::from_secs(5))
+            .await
+    );
+    let deliveries = fake.deliveries(TOKEN);
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(deliveries[0].status, None, "no answer in time");
+    assert!(deliveries[0].finished - deliveries[0].started >= timeout);
+    assert_eq!(deliveries[1].status, Some(200));
+    assert_eq!(receiver.ids(), vec![1, 1]);
+    let info = fake.webhook_info(TOKEN);
+    assert_eq!(info["last_error_message"], "Read timeout expired");
+}
+
+#[tokio::test]
+async fn webhook_info_reports_pending_updates_and_the_last_error() {
+    let (fake, client, receiver) = hooked(|_, _| Scripted::status(503)).await;
+    fake.push_updates(TOKEN, messages(1..=3));
+    let before = unix_now();
+    set_webhook(&client, json!({"url": receiver.url})).await;
+    wait_for_deliveries(&fake, 2).await;
+
+    let (_, answer) = client.call(TOKEN, "getWebhookInfo", json!({})).await;
+    let info = &answer["result"];
+    assert_eq!(*info, fake.webhook_info(TOKEN));
+    assert_eq!(info["url"], receiver.url.as_str());
+    assert_eq!(info["pending_update_count"], 3);
+    assert_eq!(info["max_connections"], 40);
+    assert_eq!(info["has_custom_certificate"], false);
+    assert_eq!(info["last_error_message"], SERVICE_UNAVAILABLE);
+    let date = info["last_error_date"].as_u64().expect("last_error_date");
+    assert!((before..=unix_now()).contains(&date));
+    assert!(
+        receiver.ids().iter().all(|&id| id == 1),
+        "one chat: only its first update is tried"
+    );
+
+    // A new URL where nothing listens: a connection error, and no status.
+    set_webhook(&client, json!({"url": closed_port_url().await})).await;
+    let failed = fake.deliveries(TOKEN).len();
+    wait_for_deliveries(&fake, failed + 1).await;
+    let last = fake.deliveries(TOKEN).pop().expect("a delivery");
+    assert_eq!(last.status, None);
+    assert_eq!(
+        fake.webhook_info(TOKEN)["last_error_message"],
+        "Connection refused"
+    );
+    assert_eq!(fake.webhook_info(TOKEN)["pending_update_count"], 3);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+#[tokio::test]
+async fn delete_webhook_stops_delivery_and_keeps_the_queue() {
+    let (fake, client, receiver) = hooked(|_, _| Scripted::status(503)).await;
+    fake.push_updates(TOKEN, vec![in_chat(1, 10), in_chat(2, 20)]);
+    set_webhook(&client, json!({"url": receiver.url})).await;
+    wait_for_deliveries(&fake, 4).await;
+
+    let (_, body) = client.call(TOKEN, "deleteWebhook", json!({})).await;
+    assert_eq!(body["description"], "Webhook was deleted");
+    // A request cut off by the delete may still be on its way.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (seen, recorded) = (receiver.count(), fake.deliveries(TOKEN).len());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.count(), seen, "no request after deleteWebhook");
+    assert_eq!(fake.deliveries(TOKEN).len(), recorded);
+    assert_eq!(fake.pending(TOKEN), vec![1, 2]);
+    let (status, body) = client.get_updates(json!({})).await;
+    assert_eq!((status, result_ids(&body)), (200, vec![1, 2]));
+}
+
+#[tokio::test]
+async fn webhook_leaves_out_kinds_not_allowed() {
+    let (fake, client, receiver) = hooked(|_, _| Scripted::status(200)).await;
+    let kinds = ["message", "chat_member", "edited_message"];
+    fake.push_updates(
+        TOKEN,
+        (1..).zip(kinds).map(|(id, k)| update_of(k, id)).collect(),
+    );
+    set_webhook(&client, json!({"url": receiver.url})).await;
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 2, Duration::from_secs(5))
+            .await
+    );
+    assert_eq!(receiver.ids(), vec![1, 3]);
+    assert_eq!(fake.confirmed(TOKEN), vec![1, 3]);
+    assert_eq!(fake.forgotten(TOKEN), vec![2]);
+}
+
+#[tokio::test]
+async fn multipart_set_webhook_with_a_certificate_starts_delivery() {
+    let (fake, client, receiver) = hooked(|_, _| Scripted::status(200)).await;
+    let certificate = "-----BEGIN CERTIFICATE-----\r\nMIIBfake\r\n-----END CERTIFICATE-----\r\n";
+    let boundary = "----tgrelay7d9f";
+    let mut body = String::new();
+    for (name, value) in [
+        ("url", receiver.url.as_str()),
+        ("secret_token", SECRET),
+        ("max_connections", "5"),
+    ] {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"certificate\"; filename=\"cert.pem\"\r\nContent-Type: application/x-pem-file\r\n\r\n{certificate}\r\n--{boundary}--\r\n"));
+    let request = client
+        .http
+        .post(client.url(TOKEN, "setWebhook"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body);
+    let answer = send(request).await.expect("HTTP answer");
+    assert_eq!(
+        answer.json(),
+        json!({"ok": true, "result": true, "description": "Webhook was set"})
+    );
+    let params = fake.webhook_params(TOKEN);
+    assert_eq!(params["url"], receiver.url.as_str());
+    assert_eq!(params["secret_token"], SECRET);
+    assert_eq!(params["max_connections"], "5");
+    let uploaded = format!("<uploaded {} bytes>", certificate.len());
+    assert_eq!(params["certificate"], uploaded.as_str());
+    let info = fake.webhook_info(TOKEN);
+    assert_eq!(info["has_custom_certificate"], true);
+    assert_eq!(info["max_connections"], 5);
+
+    fake.push_updates(TOKEN, messages(1..=1));
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 1, Duration::from_secs(5))
+            .await
+    );
+    let log = receiver.state.log();
+    assert_eq!(log.requests[0].secret.as_deref(), Some(SECRET));
+}
+
+#[tokio::test]
+async fn set_webhook_rejects_a_malformed_secret() {
+    let (fake, client) = started().await;
+    let params = json!({"url": "http://127.0.0.1:9/hook", "secret_token": "not secret!"});
+    let (status, body) = client.call(TOKEN, "setWebhook", params).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["description"],
+        "Bad Request: secret token contains unallowed characters"
+    );
+    assert_eq!(fake.webhook_params(TOKEN), Value::Null);
+    assert_eq!(fake.webhook_info(TOKEN)["url"], "");
+}
+
+#[tokio::test]
+async fn webhook_ip_address_replaces_name_resolution() {
+    let (fake, client, receiver) = hooked(|_, _| Scripted::status(200)).await;
+    // `.invalid` never resolves: only the given address can reach the receiver.
+    let url = receiver.url.replace("127.0.0.1", "relay.invalid");
+    let params = json!({"url": url, "ip_address": "127.0.0.1"});
+    set_webhook(&client, params).await;
+    assert_eq!(fake.webhook_info(TOKEN)["ip_address"], "127.0.0.1");
+    fake.push_updates(TOKEN, messages(1..=1));
+    assert!(
+        fake.wait_for_confirmed(TOKEN, 1, Duration::from_secs(5))
+            .await
+    );
+    assert_eq!(receiver.ids(), vec![1]);
+}
+
+#[tokio::test]
+async fn only_set_webhook_starts_delivery_and_dropping_the_fake_stops_it() {
+    let (fake, client, receiver) = hooked(|_, _| Scripted::status(503)).await;
+    fake.push_updates(TOKEN, messages(1..=1));
+    fake.set_webhook_url(TOKEN, Some(&receiver.url));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.count(), 0, "a URL set outside gets nothing");
+
+    set_webhook(&client, json!({"url": receiver.url})).await;
+    receiver.wait_for_requests(2).await;
+    fake.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = receiver.count();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.count(), seen, "no request after the fake is gone");
 }

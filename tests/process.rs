@@ -211,6 +211,9 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
         .env("TGRELAY_BOTS__MAIN__TOKEN", "123456:SECRET-value")
         .env("TGRELAY_SINK__NATS__PASSWORD", "hunter2")
         .env("TGRELAY_BOTS__MAIN__POLL_TIMEOUT", "45s")
+        // What Kubernetes injects for a Service named tgrelay: not settings.
+        .env("TGRELAY_SERVICE_HOST", "10.0.0.1")
+        .env("TGRELAY_PORT_9090_TCP_ADDR", "10.0.0.1")
         .output()
         .unwrap();
     assert!(

@@ -7,7 +7,9 @@
 //! a competing poller or an active webhook, and injectable faults (429 with
 //! `retry_after`, an nginx HTML 502, a reset connection, a slow answer). Updates
 //! are kept as the bytes a test pushed and served byte-identical, so a test can
-//! check that the relay never re-serializes them. It logs nothing.
+//! check that the relay never re-serializes them. After a setWebhook call (JSON,
+//! form or multipart with a certificate) it delivers them to the webhook as
+//! Telegram does: see `fake_webhook.rs`. It logs nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -31,6 +33,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+#[path = "fake_webhook.rs"]
+mod delivery;
+
+use delivery::{chat_of, HookConfig, Progress, WebhookState};
+pub use delivery::{Delivery, WebhookTiming};
 
 /// Kinds Telegram leaves out unless a bot asks for them (getUpdates, `allowed_updates`).
 const DEFAULT_EXCLUDED: [&str; 3] = ["chat_member", "message_reaction", "message_reaction_count"];
@@ -135,8 +143,9 @@ impl FakeBotApi {
     pub fn push_updates(&self, token: &str, updates: Vec<Vec<u8>>) {
         let wake = self.bot(token, |bot| {
             for bytes in updates {
-                let queued = Queued::new(bytes, bot.last_position);
+                let queued = Queued::new(bytes, bot.last_position, bot.next_seq);
                 bot.last_position = queued.position;
+                bot.next_seq += 1;
                 bot.queue.push_back(queued);
             }
             Arc::clone(&bot.wake)
@@ -177,9 +186,28 @@ impl FakeBotApi {
         self.bot(token, |bot| bot.faults.push_back(fault));
     }
 
-    /// Sets or clears the webhook URL as if done outside the relay.
+    /// Sets or clears the webhook URL as if done outside the relay. It never starts
+    /// deliveries (the URL is not the relay's); it stops those a setWebhook started.
     pub fn set_webhook_url(&self, token: &str, url: Option<&str>) {
-        self.bot(token, |bot| bot.webhook_url = url.map(str::to_owned));
+        self.bot(token, |bot| {
+            bot.webhook_url = url.map(str::to_owned);
+            bot.webhook.hook = None;
+        });
+    }
+
+    /// Timing of webhook deliveries started from now on (Telegram's by default).
+    pub fn set_webhook_timing(&self, timing: WebhookTiming) {
+        self.shared.state().timing = timing;
+    }
+
+    /// Every webhook POST attempt, in order of completion.
+    pub fn deliveries(&self, token: &str) -> Vec<Delivery> {
+        self.bot(token, |bot| bot.webhook.deliveries.clone())
+    }
+
+    /// What getWebhookInfo would answer as its `result`.
+    pub fn webhook_info(&self, token: &str) -> Value {
+        self.bot(token, |bot| Value::Object(bot.webhook_info()))
     }
 
     /// The parameters of the last successful setWebhook call (`Null` if none).
@@ -216,6 +244,10 @@ impl FakeBotApi {
 impl Drop for FakeBotApi {
     fn drop(&mut self) {
         self.server.abort();
+        // Delivery engines hold the shared state, so they are stopped explicitly.
+        for bot in self.shared.state().bots.values_mut() {
+            bot.webhook.hook = None;
+        }
         // Aborting serve only stops accepting; open keep-alive connections and
         // pending long polls live in their own tasks, so they are killed here.
         for conn in self.shared.connections().drain(..) {
@@ -235,6 +267,7 @@ struct Shared {
 struct State {
     bots: HashMap<String, Bot>,
     calls: HashMap<String, Vec<Call>>,
+    timing: WebhookTiming,
 }
 
 struct Bot {
@@ -252,6 +285,9 @@ struct Bot {
     wake: Arc<Notify>,
     /// Position of the last pushed item, inherited by a following item without an id.
     last_position: i64,
+    /// Sequence number of the next pushed item.
+    next_seq: u64,
+    webhook: WebhookState,
 }
 
 struct Queued {
@@ -262,10 +298,15 @@ struct Queued {
     /// The update's one field besides update_id; None when it has zero or several.
     kind: Option<String>,
     bytes: Bytes,
+    /// Unique and increasing in push order, so a webhook delivery finds its item.
+    seq: u64,
+    /// The chat whose updates a webhook delivers one at a time.
+    chat: Option<i64>,
+    progress: Progress,
 }
 
 impl Queued {
-    fn new(bytes: Vec<u8>, previous: i64) -> Queued {
+    fn new(bytes: Vec<u8>, previous: i64, seq: u64) -> Queued {
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let update_id = value.get("update_id").and_then(Value::as_i64);
         let mut fields = value
@@ -280,8 +321,11 @@ impl Queued {
         Queued {
             update_id,
             position: update_id.unwrap_or(previous),
+            chat: chat_of(&value, kind.as_deref()),
             kind,
             bytes: Bytes::from(bytes),
+            seq,
+            progress: Progress::default(),
         }
     }
 }
@@ -300,6 +344,8 @@ impl Bot {
             poll_generation: 0,
             wake: Arc::new(Notify::new()),
             last_position: i64::MIN,
+            next_seq: 0,
+            webhook: WebhookState::default(),
         }
     }
 
@@ -342,6 +388,28 @@ impl Bot {
     fn forget_all(&mut self) {
         let dropped: Vec<i64> = self.queue.drain(..).filter_map(|q| q.update_id).collect();
         self.forgotten.extend(dropped);
+    }
+
+    /// getWebhookInfo's result; in-flight updates count as pending. It drops nothing:
+    /// kinds are filtered when served, by the `allowed_updates` in force then.
+    fn webhook_info(&self) -> Map<String, Value> {
+        let mut info = Map::new();
+        info.insert(
+            "url".into(),
+            self.webhook_url.clone().unwrap_or_default().into(),
+        );
+        info.insert(
+            "has_custom_certificate".into(),
+            self.webhook.has_certificate.into(),
+        );
+        info.insert("pending_update_count".into(), self.queue.len().into());
+        if self.webhook_url.is_some() {
+            self.webhook.describe(&mut info);
+        }
+        if let Some(allowed) = self.allowed_updates.as_ref().filter(|a| !a.is_empty()) {
+            info.insert("allowed_updates".into(), allowed.clone().into());
+        }
+        info
     }
 }
 
@@ -402,7 +470,7 @@ impl Shared {
     }
 
     async fn dispatch(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         method: &str,
         params: &Map<String, Value>,
@@ -502,11 +570,15 @@ impl Shared {
         .flatten()
     }
 
-    fn set_webhook(&self, token: &str, params: &Map<String, Value>) -> Reply {
+    fn set_webhook(self: &Arc<Self>, token: &str, params: &Map<String, Value>) -> Reply {
         let url = str_param(params, "url").unwrap_or_default();
         if url.is_empty() {
             return self.delete_webhook(token, params);
         }
+        let config = match HookConfig::from_params(&url, params) {
+            Ok(config) => config,
+            Err(reply) => return reply,
+        };
         self.with_bot(token, |bot| {
             let already = bot.webhook_url.as_deref() == Some(url.as_str());
             bot.webhook_url = Some(url);
@@ -517,6 +589,9 @@ impl Shared {
             if bool_param(params, "drop_pending_updates") {
                 bot.forget_all();
             }
+            bot.webhook.has_certificate = params.contains_key("certificate");
+            bot.webhook
+                .serve(self, token, config, Arc::clone(&bot.wake));
             let description = if already {
                 "Webhook is already set"
             } else {
@@ -530,6 +605,9 @@ impl Shared {
     fn delete_webhook(&self, token: &str, params: &Map<String, Value>) -> Reply {
         self.with_bot(token, |bot| {
             let was_set = bot.webhook_url.take().is_some();
+            // Stops delivery at once: requests in flight are cut, their updates stay queued.
+            bot.webhook.hook = None;
+            bot.webhook.has_certificate = false;
             if bool_param(params, "drop_pending_updates") {
                 bot.forget_all();
             }
@@ -545,15 +623,7 @@ impl Shared {
 
     fn webhook_info(&self, token: &str) -> Reply {
         self.with_bot(token, |bot| {
-            let mut info = serde_json::json!({
-                "url": bot.webhook_url.clone().unwrap_or_default(),
-                "has_custom_certificate": false,
-                "pending_update_count": bot.queue.len(),
-            });
-            if let Some(allowed) = bot.allowed_updates.as_ref().filter(|a| !a.is_empty()) {
-                info["allowed_updates"] = serde_json::json!(allowed);
-            }
-            Reply::ok(&info.to_string())
+            Reply::ok(&Value::Object(bot.webhook_info()).to_string())
         })
         .unwrap_or_else(Reply::unauthorized)
     }
@@ -738,7 +808,7 @@ async fn read_params(request: Request) -> Map<String, Value> {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
+        .to_owned();
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
         .unwrap_or_default();
@@ -746,18 +816,86 @@ async fn read_params(request: Request) -> Map<String, Value> {
     params
 }
 
-/// Multipart bodies (file uploads) are not needed by the relay and are ignored.
+/// The body's parameters: a form, multipart form data, or else a JSON object.
 fn decode_body(content_type: &str, body: &[u8]) -> Map<String, Value> {
-    if content_type.starts_with("application/x-www-form-urlencoded") {
+    let media_type = content_type.to_ascii_lowercase();
+    if media_type.starts_with("application/x-www-form-urlencoded") {
         return decode_form(&String::from_utf8_lossy(body));
     }
-    if content_type.starts_with("multipart/") {
-        return Map::new();
+    if media_type.starts_with("multipart/") {
+        return decode_multipart(content_type, body);
     }
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     }
+}
+
+/// `multipart/form-data` (RFC 7578), as far as uploads to the Bot API need: a text
+/// part becomes a string parameter, a file part (one with a filename) is recorded
+/// as `<uploaded N bytes>`. Anything malformed is skipped, not an error.
+fn decode_multipart(content_type: &str, body: &[u8]) -> Map<String, Value> {
+    let Some(boundary) = header_param(content_type, "boundary") else {
+        return Map::new();
+    };
+    split_parts(body, &boundary)
+        .into_iter()
+        .filter_map(decode_part)
+        .collect()
+}
+
+/// The parts between delimiter lines; the preamble and epilogue are left out.
+fn split_parts<'a>(body: &'a [u8], boundary: &str) -> Vec<&'a [u8]> {
+    let first = format!("--{boundary}");
+    let next = format!("\r\n--{boundary}");
+    let mut parts = Vec::new();
+    let Some(start) = find(body, first.as_bytes()) else {
+        return parts;
+    };
+    let mut rest = &body[start + first.len()..];
+    // A delimiter followed by CRLF opens a part; one followed by `--` closes the body.
+    while let Some(part) = rest.strip_prefix(b"\r\n") {
+        let Some(end) = find(part, next.as_bytes()) else {
+            break;
+        };
+        parts.push(&part[..end]);
+        rest = &part[end + next.len()..];
+    }
+    parts
+}
+
+fn decode_part(part: &[u8]) -> Option<(String, Value)> {
+    let split = find(part, b"\r\n\r\n")?;
+    let headers = String::from_utf8_lossy(&part[..split]);
+    let content = &part[split + 4..];
+    let disposition = headers.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-disposition")
+            .then_some(value)
+    })?;
+    let name = header_param(disposition, "name")?;
+    let value = if header_param(disposition, "filename").is_some() {
+        format!("<uploaded {} bytes>", content.len())
+    } else {
+        String::from_utf8_lossy(content).into_owned()
+    };
+    Some((name, Value::String(value)))
+}
+
+/// A `key=value` or `key="value"` parameter of a header value such as
+/// `multipart/form-data; boundary=x` (quoted values holding `;` are not supported).
+fn header_param(header: &str, key: &str) -> Option<String> {
+    header.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(key)
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn decode_form(form: &str) -> Map<String, Value> {

@@ -1,0 +1,267 @@
+{{/* Names, labels and checks shared by the tgrelay templates. */}}
+
+{{- define "tgrelay.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tgrelay.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tgrelay.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tgrelay.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tgrelay.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "tgrelay.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "tgrelay.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* "true" when any bot polls: then one replica, Recreate. */}}
+{{- define "tgrelay.polling" -}}
+{{- $polling := false -}}
+{{- range $name, $bot := .Values.bots -}}
+{{- if eq (default "polling" $bot.mode) "polling" -}}
+{{- $polling = true -}}
+{{- end -}}
+{{- end -}}
+{{- $polling -}}
+{{- end -}}
+
+{{/* Names of the bots in webhook mode, as a JSON list. */}}
+{{- define "tgrelay.webhookBots" -}}
+{{- $names := list -}}
+{{- range $name, $bot := .Values.bots -}}
+{{- if eq (default "polling" $bot.mode) "webhook" -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
+{{/* The key of existingSecret holding a bot's token: (dict "name" "bot"). */}}
+{{- define "tgrelay.tokenKey" -}}
+{{- default .name .bot.tokenSecretKey -}}
+{{- end -}}
+
+{{/* Seconds in a duration such as "20s", "1m30s" or "1500ms". */}}
+{{- define "tgrelay.seconds" -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9]+ *[a-z]+" (toString .) -1 -}}
+{{- $n := regexFind "^[0-9]+" . | float64 -}}
+{{- $unit := regexFind "[a-z]+$" . -}}
+{{- if eq $unit "ms" -}}
+{{- $total = addf $total (divf $n 1000) -}}
+{{- else if eq $unit "s" -}}
+{{- $total = addf $total $n -}}
+{{- else if eq $unit "m" -}}
+{{- $total = addf $total (mulf $n 60) -}}
+{{- else if eq $unit "h" -}}
+{{- $total = addf $total (mulf $n 3600) -}}
+{{- else -}}
+{{- fail (printf "duration %q: use the units ms, s, m or h" (toString $)) -}}
+{{- end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/* A TOML basic string (JSON's string syntax, without HTML escaping). */}}
+{{- define "tgrelay.toml" -}}
+{{- toRawJson . -}}
+{{- end -}}
+
+{{/* Every check the values must pass; renders nothing when they do. */}}
+{{- define "tgrelay.validate" -}}
+{{- $secret := required "existingSecret: name the Secret that holds the bot tokens" .Values.existingSecret -}}
+{{- if not .Values.bots -}}
+{{- fail "bots: configure at least one bot" -}}
+{{- end -}}
+{{- $drain := include "tgrelay.seconds" .Values.drainTimeout | float64 -}}
+{{- $grace := .Values.terminationGracePeriodSeconds | float64 -}}
+{{- if le $grace $drain -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be above drainTimeout (%s = %v s): the relay needs the whole drain before the kubelet kills it" .Values.terminationGracePeriodSeconds .Values.drainTimeout $drain) -}}
+{{- end -}}
+{{- $polling := eq (include "tgrelay.polling" .) "true" -}}
+{{- $webhookBots := include "tgrelay.webhookBots" . | fromJsonArray -}}
+{{- if and $webhookBots (not .Values.webhook.enabled) -}}
+{{- fail (printf "bots %s are in webhook mode: set webhook.enabled=true and webhook.publicUrl" (join ", " $webhookBots)) -}}
+{{- end -}}
+{{- if .Values.webhook.enabled -}}
+{{- if not $webhookBots -}}
+{{- fail "webhook.enabled: no bot has mode webhook" -}}
+{{- end -}}
+{{- if not .Values.webhook.publicUrl -}}
+{{- fail "webhook.publicUrl: required when webhook.enabled (the https:// base URL Telegram is given)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not $polling) (gt (int .Values.replicaCount) 1) -}}
+{{- range $name, $bot := .Values.bots -}}
+{{- if not $bot.webhookSecretKey -}}
+{{- fail (printf "bots.%s.webhookSecretKey: required with several replicas (each replica would register its own random secret token, and the others would refuse Telegram's requests)" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.podDisruptionBudget.enabled $polling -}}
+{{- fail "podDisruptionBudget.enabled: a polling bot runs exactly one replica, so a budget would block every node drain; enable it only when every bot is in webhook mode" -}}
+{{- end -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- if and $pdb.enabled (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
+{{- fail (printf "podDisruptionBudget.minAvailable (%v) must be below replicaCount (%v), or no node could ever be drained" $pdb.minAvailable .Values.replicaCount) -}}
+{{- end -}}
+{{- $nats := .Values.sink.nats -}}
+{{- if and (eq .Values.sink.kind "nats") $nats.passwordSecretKey (not (or $nats.user $nats.userSecretKey)) -}}
+{{- fail "sink.nats.passwordSecretKey needs sink.nats.user or sink.nats.userSecretKey" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* config.toml, rendered from the values. */}}
+{{- define "tgrelay.config" -}}
+# Rendered by the tgrelay chart from its values. TGRELAY_* environment variables
+# override any key; `tgrelay check-config` prints the effective result.
+drain_timeout = {{ include "tgrelay.toml" .Values.drainTimeout }}
+
+[log]
+level = {{ include "tgrelay.toml" .Values.log.level }}
+format = {{ include "tgrelay.toml" .Values.log.format }}
+
+[admin]
+listen = "0.0.0.0:9090"
+
+[sink]
+kind = {{ include "tgrelay.toml" .Values.sink.kind }}
+envelope = {{ include "tgrelay.toml" .Values.sink.envelope }}
+{{- if eq .Values.sink.kind "file" }}
+{{- with .Values.sink.file }}
+
+[sink.file]
+path = {{ include "tgrelay.toml" .path }}
+{{- end }}
+{{- else if eq .Values.sink.kind "nats" }}
+{{- with .Values.sink.nats }}
+
+[sink.nats]
+url = {{ include "tgrelay.toml" .url }}
+subject = {{ include "tgrelay.toml" .subject }}
+dead_letter_subject = {{ include "tgrelay.toml" .deadLetterSubject }}
+stream = {{ include "tgrelay.toml" .stream }}
+stream_subjects = {{ include "tgrelay.toml" .streamSubjects }}
+create_stream = {{ .createStream }}
+duplicate_window = {{ include "tgrelay.toml" .duplicateWindow }}
+publish_timeout = {{ include "tgrelay.toml" .publishTimeout }}
+max_in_flight = {{ int .maxInFlight }}
+{{- if .user }}
+user = {{ include "tgrelay.toml" .user }}
+{{- end }}
+{{- if .credentialsSecretKey }}
+credentials_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" .credentialsSecretKey) }}
+{{- end }}
+{{- end }}
+{{- else if eq .Values.sink.kind "kafka" }}
+{{- with .Values.sink.kafka }}
+
+[sink.kafka]
+brokers = {{ include "tgrelay.toml" .brokers }}
+topic = {{ include "tgrelay.toml" .topic }}
+dead_letter_topic = {{ include "tgrelay.toml" .deadLetterTopic }}
+create_topics = {{ .createTopics }}
+partitions = {{ int .partitions }}
+replication_factor = {{ int .replicationFactor }}
+message_timeout = {{ include "tgrelay.toml" .messageTimeout }}
+linger = {{ include "tgrelay.toml" .linger }}
+allow_unsafe_properties = {{ .allowUnsafeProperties }}
+{{- with .properties }}
+
+[sink.kafka.properties]
+{{- range $key, $value := . }}
+{{ include "tgrelay.toml" $key }} = {{ include "tgrelay.toml" (toString $value) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if ne (include "tgrelay.webhookBots" .) "[]" }}
+
+[webhook]
+listen = "0.0.0.0:8080"
+{{- include "tgrelay.tomlTable" (dict "table" .Values.webhook.settings "where" "webhook.settings") }}
+{{- end }}
+{{- $publicUrl := trimSuffix "/" .Values.webhook.publicUrl }}
+{{- range $name, $bot := .Values.bots }}
+{{- $mode := default "polling" $bot.mode }}
+
+[bots.{{ $name }}]
+token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" (include "tgrelay.tokenKey" (dict "name" $name "bot" $bot))) }}
+mode = {{ include "tgrelay.toml" $mode }}
+{{- with $bot.apiUrl }}
+api_url = {{ include "tgrelay.toml" . }}
+{{- end }}
+{{- with $bot.allowedUpdates }}
+allowed_updates = {{ include "tgrelay.toml" . }}
+{{- end }}
+{{- with $bot.pollTimeout }}
+poll_timeout = {{ include "tgrelay.toml" . }}
+{{- end }}
+{{- with $bot.pollLimit }}
+poll_limit = {{ int . }}
+{{- end }}
+{{- if hasKey $bot "deleteWebhook" }}
+delete_webhook = {{ $bot.deleteWebhook }}
+{{- end }}
+{{- if eq $mode "webhook" }}
+
+[bots.{{ $name }}.webhook]
+url = {{ include "tgrelay.toml" (printf "%s%s" $publicUrl (include "tgrelay.webhookPath" (dict "name" $name "bot" $bot))) }}
+{{- with $bot.webhookSecretKey }}
+secret_token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" .) }}
+{{- end }}
+{{- include "tgrelay.tomlTable" (dict "table" $bot.webhook "where" (printf "bots.%s.webhook" $name)) }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The path a webhook bot is served on: (dict "name" "bot"). */}}
+{{- define "tgrelay.webhookPath" -}}
+{{- $settings := .bot.webhook | default dict -}}
+{{- get $settings "path" | default (printf "/telegram/%s" .name) -}}
+{{- end -}}
+
+{{/* The keys of a free-form table, one `key = value` line each: (dict "table" "where"). */}}
+{{- define "tgrelay.tomlTable" -}}
+{{- $where := .where -}}
+{{- range $key, $value := .table }}
+{{- if kindIs "map" $value }}
+{{- fail (printf "%s.%s: a table is not supported here" $where $key) }}
+{{- end }}
+{{ $key }} = {{ include "tgrelay.toml" $value }}
+{{- end }}
+{{- end -}}
+
+{{/* Keys of existingSecret mounted as files under /etc/tgrelay/secrets. */}}
+{{- define "tgrelay.secretFiles" -}}
+{{- $keys := list -}}
+{{- range $name, $bot := .Values.bots -}}
+{{- $keys = append $keys (include "tgrelay.tokenKey" (dict "name" $name "bot" $bot)) -}}
+{{- if and (eq (default "polling" $bot.mode) "webhook") $bot.webhookSecretKey -}}
+{{- $keys = append $keys $bot.webhookSecretKey -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.sink.kind "nats") .Values.sink.nats.credentialsSecretKey -}}
+{{- $keys = append $keys .Values.sink.nats.credentialsSecretKey -}}
+{{- end -}}
+{{- toJson ($keys | uniq | sortAlpha) -}}
+{{- end -}}
