@@ -232,3 +232,54 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
         "environment overrides the file:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_webhook_mode_neither_the_token_nor_the_secret_reach_the_log() {
+    let api = FakeBotApi::start().await;
+    api.set_webhook_timing(support::fake_bot_api::WebhookTiming {
+        answer_timeout: Duration::from_secs(10),
+        first_retry: Duration::from_millis(50),
+        max_retry: Duration::from_millis(500),
+    });
+    let token = token(515151);
+    api.add_bot(&token);
+    api.push_updates(&token, Corpus::load().mixed(1, 40, 6));
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = "Hook-secret_value-9";
+    let config = format!(
+        "drain_timeout = \"5s\"\n[admin]\nlisten = \"\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n\
+         [sink]\nkind = \"file\"\n[sink.file]\npath = \"{}\"\n[bots.main]\ntoken = \"{token}\"\n\
+         api_url = \"{}\"\nmode = \"webhook\"\n{}[bots.main.webhook]\n\
+         url = \"http://127.0.0.1:{port}/telegram/main\"\nsecret_token = \"{secret}\"\ninfo_interval = \"1s\"\n",
+        dir.path().join("out.jsonl").display(),
+        api.base_url(),
+        support::relay::allow_future_kinds()
+    );
+    let mut relay = spawn(&config, dir.path(), "relay.log", &[]);
+    assert!(
+        api.wait_for_confirmed(&token, 40, Duration::from_secs(30))
+            .await
+    );
+    // A request with a wrong secret, as an attacker would send.
+    let url = format!("http://127.0.0.1:{port}/telegram/main");
+    let wrong = reqwest::Client::new()
+        .post(&url)
+        .header("X-Telegram-Bot-Api-Secret-Token", "guess")
+        .body(Corpus::load().update("message", 99, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    sigterm(&relay);
+    assert!(wait_exit(&mut relay).await.success());
+    let log = std::fs::read_to_string(dir.path().join("relay.log")).unwrap();
+    assert!(log.contains("webhook registered"), "{log}");
+    let token_secret = token.split_once(':').unwrap().1;
+    assert!(!log.contains(token_secret), "the token leaked:\n{log}");
+    assert!(!log.contains(secret), "the webhook secret leaked:\n{log}");
+}
