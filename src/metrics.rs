@@ -48,7 +48,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("tgrelay".into()), None).expect("valid prefix");
+        // No registry-wide prefix: the relay's metrics name themselves `tgrelay_*`, and the
+        // process collector keeps the standard `process_*` names dashboards expect.
+        let registry = Registry::new();
         let m = Metrics {
             updates_received: counter(
                 &registry,
@@ -187,7 +189,8 @@ impl Default for Metrics {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    let c = IntCounterVec::new(Opts::new(format!("tgrelay_{name}"), help), labels)
+        .expect("valid metric");
     registry
         .register(Box::new(c.clone()))
         .expect("metric registers once");
@@ -195,7 +198,8 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    let g =
+        IntGaugeVec::new(Opts::new(format!("tgrelay_{name}"), help), labels).expect("valid metric");
     registry
         .register(Box::new(g.clone()))
         .expect("metric registers once");
@@ -207,8 +211,11 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         60.0,
     ];
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("valid metric");
+    let h = HistogramVec::new(
+        HistogramOpts::new(format!("tgrelay_{name}"), help).buckets(buckets),
+        labels,
+    )
+    .expect("valid metric");
     registry
         .register(Box::new(h.clone()))
         .expect("metric registers once");

@@ -147,7 +147,8 @@ impl<'a> Cursor<'a> {
     /// Splits the `result` array into updates, each a slice of `body`.
     fn updates(&mut self, body: &Bytes) -> Result<Vec<RawUpdate>, NotAReply> {
         self.expect(b'[')?;
-        let mut updates = Vec::new();
+        // getUpdates returns at most 100 updates: one allocation, no regrowth.
+        let mut updates = Vec::with_capacity(100);
         if self.eat(b']') {
             return Ok(updates);
         }
