@@ -287,3 +287,75 @@ async fn only_telegram_networks_when_asked() {
     assert_eq!(sink.delivered().len(), 1);
     relay.stop().await.unwrap();
 }
+
+/// A self-signed certificate and key for 127.0.0.1, made with the openssl command.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[tokio::test]
+async fn serves_https_directly_with_its_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let api = FakeBotApi::start().await;
+    let token = token(2008);
+    api.add_bot(&token);
+    let sink = Arc::new(MemorySink::new());
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let relay =
+        RunningRelay::started(webhook_config(&api, &token, false, &tls), sink.clone()).await;
+    let url = format!(
+        "https://127.0.0.1:{}/telegram/main",
+        relay.webhook_addr.unwrap().port()
+    );
+    let pem = std::fs::read(&cert).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let update = Corpus::load().update("message", 51, 2);
+    let response = client
+        .post(&url)
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .body(update.clone())
+        .send()
+        .await
+        .expect("a TLS handshake with the configured certificate");
+    assert_eq!(response.status(), 200);
+    assert_eq!(&sink.delivered()[0].payload[..], &update[..]);
+    let plain = url.replace("https://", "http://");
+    assert!(reqwest::Client::new()
+        .post(&plain)
+        .body(update)
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true));
+    relay.stop().await.unwrap();
+}
