@@ -5,36 +5,15 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use support::corpus::{expected_routing, Corpus};
 use support::fake_bot_api::FakeBotApi;
 use support::kafka::{self as ksupport, read_prefix};
 use support::nats::unique;
-use support::relay::{allow_future_kinds, config, token};
-use tgrelay::app::Relay;
+use support::relay::{relay_until_confirmed, token};
 use tgrelay::config::EnvelopeMode;
 use tgrelay::sink::kafka::topics::BotRoutes;
 use tgrelay::sink::kafka::{KafkaSink, KafkaSinkConfig};
-use tokio_util::sync::CancellationToken;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn relay_until_confirmed(api: &FakeBotApi, token: &str, sink_toml: &str, count: usize) {
-    let toml = format!("{}{sink_toml}", allow_future_kinds());
-    let cfg = config(&api.base_url(), &[("main", token)], &toml);
-    let relay = Relay::from_config(cfg)
-        .await
-        .expect("the Kafka sink starts");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
-    assert!(
-        api.wait_for_confirmed(token, count, WAIT).await,
-        "confirmed {count}"
-    );
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_land_keyed_by_chat_on_one_partition_in_order_with_the_contract_headers() {

@@ -11,32 +11,11 @@ use bytes::Bytes;
 use support::corpus::{expected_routing, Corpus};
 use support::fake_bot_api::FakeBotApi;
 use support::nats::{self as jsupport, read_all, unique};
-use support::relay::{allow_future_kinds, config, token};
-use tgrelay::app::Relay;
+use support::relay::{relay_until_confirmed, token};
 use tgrelay::config::EnvelopeMode;
 use tgrelay::envelope::{BotIdentity, Envelope};
 use tgrelay::sink::nats::NatsSink;
 use tgrelay::sink::Sink;
-use tokio_util::sync::CancellationToken;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs a relay (built from config, so with its real NATS sink) until `count` updates are confirmed.
-async fn relay_until_confirmed(api: &FakeBotApi, token: &str, sink_toml: &str, count: usize) {
-    let toml = format!("{}{sink_toml}", allow_future_kinds());
-    let cfg = config(&api.base_url(), &[("main", token)], &toml);
-    let relay = Relay::from_config(cfg)
-        .await
-        .expect("the NATS sink connects");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
-    assert!(
-        api.wait_for_confirmed(token, count, WAIT).await,
-        "confirmed {count}"
-    );
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-}
 
 #[tokio::test]
 async fn updates_land_in_jetstream_byte_identical_with_the_contract_headers() {

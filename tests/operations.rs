@@ -19,21 +19,12 @@ use tokio_util::sync::CancellationToken;
 use support::corpus::Corpus;
 use support::fake_bot_api::{FakeBotApi, Fault};
 use support::nats::{self as jsupport, unique};
-use support::relay::{eventually, token, RunningRelay};
+use support::relay::{eventually, free_port, token, RunningRelay};
 use tgrelay::app::Relay;
 use tgrelay::config::Config;
 use tgrelay::sink::memory::MemorySink;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A port nothing listens on right now (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// What `support::relay::config` builds, but with the admin server on
 /// `127.0.0.1:<admin>`: that helper turns it off, and TOML cannot repeat `[admin]`.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::corpus::Corpus;
 use support::fake_bot_api::{FakeBotApi, Fault};
 use support::nats::{self as jsupport, read_all, unique};
-use support::relay::{eventually, token};
+use support::relay::{eventually, free_port, token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tgrelay");
 
@@ -245,11 +245,7 @@ async fn in_webhook_mode_neither_the_token_nor_the_secret_reach_the_log() {
     api.add_bot(&token);
     api.push_updates(&token, Corpus::load().mixed(1, 40, 6));
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let secret = "Hook-secret_value-9";
     let config = format!(
         "drain_timeout = \"5s\"\n[admin]\nlisten = \"\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n\

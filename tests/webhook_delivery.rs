@@ -12,22 +12,13 @@ use figment::providers::{Format, Toml};
 use support::corpus::{expected_routing, Corpus};
 use support::fake_bot_api::{FakeBotApi, WebhookTiming};
 use support::nats::{self as jsupport, read_all, unique};
-use support::relay::{allow_future_kinds, eventually, token, RunningRelay};
+use support::relay::{allow_future_kinds, eventually, free_port, token, RunningRelay};
 use tgrelay::app::Relay;
 use tgrelay::config::Config;
 use tgrelay::sink::memory::MemorySink;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "delivery-Secret_42";
-
-/// A port free right now, for the webhook URL the relay registers before it binds.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(api: &FakeBotApi, token: &str, port: u16, sink_toml: &str) -> Config {
     let toml = format!(

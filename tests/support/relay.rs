@@ -116,3 +116,35 @@ pub async fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// Runs a relay built from its configuration (so with its real sink), with every Bot API
+/// kind and `story_reaction` asked for, until the fake Bot API saw `count` updates confirmed.
+pub async fn relay_until_confirmed(
+    api: &super::fake_bot_api::FakeBotApi,
+    token: &str,
+    sink_toml: &str,
+    count: usize,
+) {
+    let toml = format!("{}{sink_toml}", allow_future_kinds());
+    let cfg = config(&api.base_url(), &[("main", token)], &toml);
+    let relay = Relay::from_config(cfg).await.expect("the sink connects");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let within = std::time::Duration::from_secs(60);
+    assert!(
+        api.wait_for_confirmed(token, count, within).await,
+        "confirmed {count}"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// A port nothing listens on right now (bound, read, released), for URLs a relay must
+/// know before it binds.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
