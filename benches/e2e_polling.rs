@@ -1,21 +1,27 @@
-//! End to end: how fast the release relay moves polled updates into NATS JetStream,
-//! next to the two things it sits between. Run: `cargo bench --bench e2e_polling`.
+//! End to end: how fast the release relay moves polled updates into NATS JetStream and
+//! Kafka, next to the things it sits between. Run: `cargo bench --bench e2e_polling`.
 //!
 //! One run measures the same N generated updates (`TEST_TGRELAY_BENCH_UPDATES`, default
 //! 50 000, every kind, ~800 bytes each): (1) the fake Bot API alone, drained by a
 //! plain getUpdates loop (limit 100, timeout 0), to show the fake is not the
-//! bottleneck; (2) `NatsSink` alone, batches of 100 with four in flight: what the
-//! broker takes on this machine; (3) the `tgrelay` binary polling the fake into a
-//! fresh stream, timed from the moment the updates were queued (or the first
-//! getUpdates, if later) until the fake saw them all confirmed, with its CPU time per
-//! update (utime+stime from /proc, and this process's for (2) to compare) and its
-//! resident memory idle and at peak. Read "relay / sink alone" as the share of the
-//! broker's capacity one polling bot reaches: the getUpdates offset is both cursor
-//! and confirmation, so a bot cannot fetch batch k+1 before batch k is acked, and
-//! each 100 updates cost a getUpdates round trip plus a publish round trip, where
-//! (2) overlaps four batches. The fake runs in this process and shares the cores
-//! with NATS and the relay, so figures vary by run; they are measurements only,
+//! bottleneck; then, for each broker of `TEST_TGRELAY_BENCH_SINKS` (default
+//! `nats,kafka`): (2) the sink alone (`NatsSink`, `KafkaSink`), batches of 100 with
+//! four in flight: what the broker takes on this machine; (3) the `tgrelay` binary
+//! polling the fake into fresh subjects/topics, timed from the moment the updates were
+//! queued (or the first getUpdates, if later) until the fake saw them all confirmed,
+//! with its CPU time per update (utime+stime from /proc, and this process's for (2) to
+//! compare) and its resident memory idle and at peak. Read "relay / sink alone" as the
+//! share of the broker's capacity one polling bot reaches: the getUpdates offset is
+//! both cursor and confirmation, so a bot cannot fetch batch k+1 before batch k is
+//! acked, and each 100 updates cost a getUpdates round trip plus a publish round trip,
+//! where (2) overlaps four batches. The fake runs in this process and shares the cores
+//! with the broker and the relay, so figures vary by run; they are measurements only,
 //! nothing here asserts a speed.
+//!
+//! Output: Markdown between `<!-- tgrelay-bench:e2e_polling begin/end -->` markers,
+//! then `key=value` figures between `<!-- tgrelay-bench:figures begin/end -->` for
+//! scripts/bench. `benches/e2e_webhook.rs` includes this file as a module to share the
+//! relay-process, CPU and naming helpers, so those are `pub`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -25,25 +31,29 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use serde::Deserialize;
 use tgrelay::ack::Outcome;
 use tgrelay::config::EnvelopeMode;
 use tgrelay::envelope::{BotIdentity, Envelope};
+use tgrelay::sink::kafka::topics::{self, BotRoutes};
+use tgrelay::sink::kafka::{KafkaSink, KafkaSinkConfig};
 use tgrelay::sink::nats::{NatsSink, NatsSinkConfig};
 use tgrelay::sink::Sink;
 
 #[allow(dead_code)]
 #[path = "../tests/support/corpus.rs"]
-mod corpus;
+pub mod corpus;
 #[allow(dead_code)]
 #[path = "../tests/support/fake_bot_api.rs"]
-mod fake_bot_api;
+pub mod fake_bot_api;
 
 use corpus::Corpus;
 use fake_bot_api::FakeBotApi;
 
-const BOT_ID: u64 = 424242;
-const TOKEN: &str = "424242:AAE-bench_token-424242";
+pub const BOT_ID: u64 = 424242;
+pub const TOKEN: &str = "424242:AAE-bench_token-424242";
 const BATCH: usize = 100;
 /// Batches the sink-alone measurement keeps in flight at once.
 const IN_FLIGHT: usize = 4;
@@ -59,6 +69,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let n = update_count()?;
+    let brokers = selected_brokers()?;
     let corpus = Corpus::load();
     let updates = corpus.mixed(1, n, 7);
     let kinds: Vec<String> = corpus
@@ -66,59 +77,91 @@ async fn run() -> anyhow::Result<()> {
         .into_iter()
         .chain(["story_reaction".to_owned()])
         .collect();
-    print_machine(&updates);
-
-    let js = async_nats::jetstream::new(
-        async_nats::connect(nats_url())
-            .await
-            .with_context(|| format!("NATS at {}", nats_url()))?,
-    );
-    let sink_names = Names::unique("sink");
-    let relay_names = Names::unique("relay");
-    let result = measure(&updates, &kinds, &sink_names, &relay_names).await;
-    for names in [&sink_names, &relay_names] {
-        let _ = js.delete_stream(&names.stream).await;
+    print_machine();
+    let fake = fake_alone(updates.clone(), &kinds).await?;
+    let mut results = Vec::new();
+    for broker in brokers {
+        results.push((broker, measure(broker, &updates, &kinds).await?));
     }
-    let (fake, sink, relay) = result?;
-    print_table(n, fake, &sink, &relay);
+    print_markers("e2e_polling", || {
+        print_input(&updates);
+        print_fake(n, fake);
+        for (broker, (sink, relay)) in &results {
+            print_table(*broker, n, sink, relay);
+        }
+    });
+    print_markers("figures", || {
+        for (broker, (sink, relay)) in &results {
+            print_figures(*broker, n, sink, relay);
+        }
+    });
     Ok(())
 }
 
+/// The sink alone, then the relay, each on names of its own; cleans up either way.
 async fn measure(
+    broker: Broker,
     updates: &[Vec<u8>],
     kinds: &[String],
-    sink_names: &Names,
-    relay_names: &Names,
-) -> anyhow::Result<(Duration, SinkFigures, RelayFigures)> {
-    let fake = fake_alone(updates.to_vec(), kinds).await?;
-    let sink = sink_alone(updates, sink_names).await?;
-    let relay = relay_end_to_end(updates.to_vec(), kinds, relay_names).await?;
-    Ok((fake, sink, relay))
+) -> anyhow::Result<(SinkFigures, RelayFigures)> {
+    let sink_names = Names::unique("sink");
+    let relay_names = Names::unique("relay");
+    let result = async {
+        let sink = sink_alone(broker, updates, kinds, &sink_names).await?;
+        let relay = relay_end_to_end(broker, updates.to_vec(), kinds, &relay_names).await?;
+        Ok((sink, relay))
+    }
+    .await;
+    for names in [&sink_names, &relay_names] {
+        broker.clean_up(names, kinds).await;
+    }
+    result
 }
 
 fn update_count() -> anyhow::Result<usize> {
-    let Ok(text) = std::env::var("TEST_TGRELAY_BENCH_UPDATES") else {
-        return Ok(50_000);
+    env_count("TEST_TGRELAY_BENCH_UPDATES", 50_000)
+}
+
+/// A positive count from the environment, or `default` when unset.
+pub fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(default);
     };
-    let n: usize = text
-        .parse()
-        .with_context(|| format!("TEST_TGRELAY_BENCH_UPDATES={text:?}"))?;
-    ensure!(n > 0, "TEST_TGRELAY_BENCH_UPDATES must be at least 1");
+    let n: usize = text.parse().with_context(|| format!("{name}={text:?}"))?;
+    ensure!(n > 0, "{name} must be at least 1");
     Ok(n)
 }
 
-fn nats_url() -> String {
+/// `TEST_TGRELAY_BENCH_SINKS`: comma-separated `nats`, `kafka`.
+fn selected_brokers() -> anyhow::Result<Vec<Broker>> {
+    let text =
+        std::env::var("TEST_TGRELAY_BENCH_SINKS").unwrap_or_else(|_| "nats,kafka".to_owned());
+    let brokers = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Broker::parse)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(!brokers.is_empty(), "TEST_TGRELAY_BENCH_SINKS is empty");
+    Ok(brokers)
+}
+
+pub fn nats_url() -> String {
     std::env::var("TEST_TGRELAY_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// A stream and subject prefix no other run uses.
-struct Names {
-    stream: String,
-    prefix: String,
+fn kafka_brokers() -> String {
+    std::env::var("TEST_TGRELAY_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A stream and subject (or topic) prefix no other run uses.
+pub struct Names {
+    pub stream: String,
+    pub prefix: String,
 }
 
 impl Names {
-    fn unique(what: &str) -> Names {
+    pub fn unique(what: &str) -> Names {
         let tag = format!("{}_{:08x}", std::process::id(), rand::random::<u32>());
         Names {
             stream: format!("TGRELAY_BENCH_{}_{tag}", what.to_uppercase()),
@@ -127,7 +170,8 @@ impl Names {
     }
 }
 
-fn print_machine(updates: &[Vec<u8>]) {
+/// `Machine: …`, outside the markers (scripts/bench describes the machine itself).
+pub fn print_machine() {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -141,13 +185,154 @@ fn print_machine(updates: &[Vec<u8>]) {
             })
         })
         .unwrap_or_else(|| "unknown".into());
-    let bytes: usize = updates.iter().map(Vec::len).sum();
-    println!("Machine: {cpus} CPUs (nproc), {model}");
-    println!(
-        "Input: {} updates, {} bytes on average, batches of {BATCH}\n",
-        updates.len(),
-        bytes / updates.len().max(1)
-    );
+    println!("Machine: {cpus} CPUs (nproc), {model}\n");
+}
+
+// ---- The brokers ----
+
+/// A broker the relay can publish to, with what the bench needs to know about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    Nats,
+    Kafka,
+}
+
+impl Broker {
+    fn parse(name: &str) -> anyhow::Result<Broker> {
+        match name {
+            "nats" => Ok(Broker::Nats),
+            "kafka" => Ok(Broker::Kafka),
+            other => bail!("TEST_TGRELAY_BENCH_SINKS: unknown sink {other:?} (nats, kafka)"),
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Broker::Nats => "nats",
+            Broker::Kafka => "kafka",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Broker::Nats => "NATS",
+            Broker::Kafka => "Kafka",
+        }
+    }
+
+    fn sink_type(self) -> &'static str {
+        match self {
+            Broker::Nats => "NatsSink",
+            Broker::Kafka => "KafkaSink",
+        }
+    }
+
+    async fn connect(self, names: &Names, kinds: &[String]) -> anyhow::Result<Box<dyn Sink>> {
+        let mode = EnvelopeMode::Binary;
+        Ok(match self {
+            Broker::Nats => Box::new(NatsSink::connect(&nats_config(names), mode).await?),
+            Broker::Kafka => {
+                let routes = bot_routes(kinds);
+                Box::new(KafkaSink::connect(&kafka_config(names), mode, &routes).await?)
+            }
+        })
+    }
+
+    /// The `[sink]` tables of a relay configuration publishing to `names`.
+    fn relay_toml(self, names: &Names) -> String {
+        match self {
+            Broker::Nats => nats_sink_toml(names),
+            Broker::Kafka => format!(
+                "[sink]\nkind = \"kafka\"\n[sink.kafka]\nbrokers = \"{brokers}\"\n\
+                 topic = \"{prefix}.{{bot}}.{{kind}}\"\n\
+                 dead_letter_topic = \"{prefix}.{{bot}}.deadletter\"\ncreate_topics = true\n\
+                 replication_factor = 1\npartitions = 3\n",
+                brokers = kafka_brokers(),
+                prefix = names.prefix,
+            ),
+        }
+    }
+
+    /// Deletes the stream or topics a run created; best effort.
+    async fn clean_up(self, names: &Names, kinds: &[String]) {
+        match self {
+            Broker::Nats => delete_stream(&names.stream).await,
+            Broker::Kafka => delete_topics(names, kinds).await,
+        }
+    }
+}
+
+pub fn nats_config(names: &Names) -> NatsSinkConfig {
+    NatsSinkConfig {
+        url: nats_url(),
+        subject: format!("{}.{{bot}}.{{kind}}", names.prefix),
+        dead_letter_subject: format!("{}.{{bot}}.deadletter", names.prefix),
+        stream: names.stream.clone(),
+        stream_subjects: vec![format!("{}.>", names.prefix)],
+        create_stream: true,
+        ..NatsSinkConfig::default()
+    }
+}
+
+/// The `[sink]` tables of a relay configuration publishing to the NATS stream `names`.
+pub fn nats_sink_toml(names: &Names) -> String {
+    format!(
+        "[sink]\nkind = \"nats\"\n[sink.nats]\nurl = \"{url}\"\nstream = \"{stream}\"\n\
+         stream_subjects = [\"{prefix}.>\"]\nsubject = \"{prefix}.{{bot}}.{{kind}}\"\n\
+         dead_letter_subject = \"{prefix}.{{bot}}.deadletter\"\ncreate_stream = true\n",
+        url = nats_url(),
+        stream = names.stream,
+        prefix = names.prefix,
+    )
+}
+
+pub async fn delete_stream(stream: &str) {
+    if let Ok(client) = async_nats::connect(nats_url()).await {
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(stream)
+            .await;
+    }
+}
+
+fn kafka_config(names: &Names) -> KafkaSinkConfig {
+    KafkaSinkConfig {
+        brokers: kafka_brokers(),
+        topic: format!("{}.{{bot}}.{{kind}}", names.prefix),
+        dead_letter_topic: format!("{}.{{bot}}.deadletter", names.prefix),
+        create_topics: true,
+        replication_factor: 1,
+        partitions: 3,
+        ..KafkaSinkConfig::default()
+    }
+}
+
+fn bot_routes(kinds: &[String]) -> Vec<BotRoutes> {
+    vec![BotRoutes {
+        name: "main".into(),
+        id: BOT_ID,
+        kinds: kinds.to_vec(),
+    }]
+}
+
+/// Deletes every topic the routes of `names` can reach (whichever were created).
+async fn delete_topics(names: &Names, kinds: &[String]) {
+    let config = kafka_config(names);
+    let topics: Vec<String> = topics::required(&config, &bot_routes(kinds))
+        .into_iter()
+        .collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let Ok(admin) = config
+        .client_config()
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let _ = tokio::time::timeout(
+        Duration::from_secs(20),
+        admin.delete_topics(&topics, &options),
+    )
+    .await;
 }
 
 // ---- 1. The fake Bot API alone ----
@@ -206,19 +391,7 @@ async fn get_updates(
     Ok(reply.result)
 }
 
-// ---- 2. The NATS sink alone ----
-
-fn sink_config(names: &Names) -> NatsSinkConfig {
-    NatsSinkConfig {
-        url: nats_url(),
-        subject: format!("{}.{{bot}}.{{kind}}", names.prefix),
-        dead_letter_subject: format!("{}.{{bot}}.deadletter", names.prefix),
-        stream: names.stream.clone(),
-        stream_subjects: vec![format!("{}.>", names.prefix)],
-        create_stream: true,
-        ..NatsSinkConfig::default()
-    }
-}
+// ---- 2. The sink alone ----
 
 struct SinkFigures {
     elapsed: Duration,
@@ -226,15 +399,25 @@ struct SinkFigures {
     cpu: CpuTime,
 }
 
-/// Publishes every update through `NatsSink`, `IN_FLIGHT` batches at a time.
-async fn sink_alone(updates: &[Vec<u8>], names: &Names) -> anyhow::Result<SinkFigures> {
-    let sink = NatsSink::connect(&sink_config(names), EnvelopeMode::Binary).await?;
+/// Envelopes of bot `main` for these updates, as the relay would build them.
+pub fn envelopes(updates: &[Vec<u8>]) -> anyhow::Result<Vec<Envelope>> {
     let bot = Arc::new(BotIdentity::new("main", BOT_ID));
     let now = SystemTime::now();
-    let envelopes = updates
+    Ok(updates
         .iter()
         .map(|u| Envelope::from_update(&bot, Bytes::from(u.clone()), now))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Publishes every update through the broker's sink, `IN_FLIGHT` batches at a time.
+async fn sink_alone(
+    broker: Broker,
+    updates: &[Vec<u8>],
+    kinds: &[String],
+    names: &Names,
+) -> anyhow::Result<SinkFigures> {
+    let sink = broker.connect(names, kinds).await?;
+    let envelopes = envelopes(updates)?;
     let cpu_before = CpuTime::of(std::process::id())?;
     let started = Instant::now();
     let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(envelopes.chunks(BATCH))
@@ -261,13 +444,14 @@ struct RelayFigures {
 }
 
 /// The relay subprocess; killed if still running when dropped (an error path).
-struct RelayProcess {
+pub struct RelayProcess {
     child: Child,
     log_path: std::path::PathBuf,
 }
 
 impl RelayProcess {
-    fn spawn(config: &str, dir: &Path) -> anyhow::Result<RelayProcess> {
+    /// Starts the release binary with `config` as its only configuration, in `dir`.
+    pub fn spawn(config: &str, dir: &Path) -> anyhow::Result<RelayProcess> {
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config)?;
         let log_path = dir.join("relay.log");
@@ -287,15 +471,15 @@ impl RelayProcess {
         Ok(RelayProcess { child, log_path })
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn ensure_running(&mut self) -> anyhow::Result<()> {
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!("the relay exited ({status}):\n{}", self.log());
         }
@@ -303,7 +487,7 @@ impl RelayProcess {
     }
 
     /// SIGTERM, then waits up to 30 s for a clean exit.
-    async fn terminate(mut self) -> anyhow::Result<()> {
+    pub async fn terminate(mut self) -> anyhow::Result<()> {
         let pid = self.pid().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
         for _ in 0..300 {
@@ -326,22 +510,18 @@ impl Drop for RelayProcess {
     }
 }
 
-fn relay_config(api_url: &str, kinds: &[String], names: &Names) -> String {
+fn relay_config(api_url: &str, kinds: &[String], broker: Broker, names: &Names) -> String {
     format!(
         "drain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
          [bots.main]\ntoken = \"{TOKEN}\"\napi_url = \"{api_url}\"\npoll_timeout = \"1s\"\n\
-         poll_limit = {BATCH}\nallowed_updates = {kinds:?}\n\
-         [sink]\nkind = \"nats\"\n[sink.nats]\nurl = \"{url}\"\nstream = \"{stream}\"\n\
-         stream_subjects = [\"{prefix}.>\"]\nsubject = \"{prefix}.{{bot}}.{{kind}}\"\n\
-         dead_letter_subject = \"{prefix}.{{bot}}.deadletter\"\ncreate_stream = true\n",
-        url = nats_url(),
-        stream = names.stream,
-        prefix = names.prefix,
+         poll_limit = {BATCH}\nallowed_updates = {kinds:?}\n{sink}",
+        sink = broker.relay_toml(names),
     )
 }
 
 /// Starts the relay, samples it idle, feeds it every update and waits for all to be confirmed.
 async fn relay_end_to_end(
+    broker: Broker,
     updates: Vec<Vec<u8>>,
     kinds: &[String],
     names: &Names,
@@ -350,7 +530,8 @@ async fn relay_end_to_end(
     let api = FakeBotApi::start().await;
     api.add_bot(TOKEN);
     let dir = tempfile::tempdir()?;
-    let mut relay = RelayProcess::spawn(&relay_config(&api.base_url(), kinds, names), dir.path())?;
+    let config = relay_config(&api.base_url(), kinds, broker, names);
+    let mut relay = RelayProcess::spawn(&config, dir.path())?;
     wait_for_first_poll(&api, &mut relay).await?;
     tokio::time::sleep(IDLE).await;
     let rss_idle_kib = proc_status_kib(relay.pid(), "VmRSS")?;
@@ -388,9 +569,9 @@ fn first_get_updates(api: &FakeBotApi) -> Option<Instant> {
         .map(|c| c.at)
 }
 
-/// Waits until the relay polls (it has connected to NATS and created its stream).
+/// Waits until the relay polls (it has connected to the broker and set up its routes).
 async fn wait_for_first_poll(api: &FakeBotApi, relay: &mut RelayProcess) -> anyhow::Result<()> {
-    for _ in 0..600 {
+    for _ in 0..1200 {
         relay.ensure_running()?;
         if first_get_updates(api).is_some() {
             return Ok(());
@@ -398,20 +579,20 @@ async fn wait_for_first_poll(api: &FakeBotApi, relay: &mut RelayProcess) -> anyh
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!(
-        "the relay did not call getUpdates within 30 s:\n{}",
+        "the relay did not call getUpdates within 60 s:\n{}",
         relay.log()
     )
 }
 
 /// CPU time a process has used, from /proc/<pid>/stat.
 #[derive(Debug, Clone, Copy)]
-struct CpuTime {
+pub struct CpuTime {
     user: Duration,
     system: Duration,
 }
 
 impl CpuTime {
-    fn of(pid: u32) -> anyhow::Result<CpuTime> {
+    pub fn of(pid: u32) -> anyhow::Result<CpuTime> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the command name, which is in parentheses and may hold spaces:
         // state is field 3, utime field 14, stime field 15.
@@ -428,19 +609,24 @@ impl CpuTime {
         })
     }
 
-    fn since(self, before: CpuTime) -> CpuTime {
+    pub fn since(self, before: CpuTime) -> CpuTime {
         CpuTime {
             user: self.user.saturating_sub(before.user),
             system: self.system.saturating_sub(before.system),
         }
     }
 
-    /// `T µs (user U + sys S)` per update.
-    fn per_update(self, n: usize) -> String {
+    /// User + system µs per item, for `n` items.
+    pub fn us_per(self, n: usize) -> f64 {
+        (self.user + self.system).as_secs_f64() * 1e6 / n as f64
+    }
+
+    /// `T µs (user U + sys S)` per item, for `n` items.
+    pub fn per_item(self, n: usize) -> String {
         let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
         format!(
             "{:.1} µs (user {:.1} + sys {:.1})",
-            us(self.user + self.system),
+            self.us_per(n),
             us(self.user),
             us(self.system)
         )
@@ -457,7 +643,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// A `kB` line of /proc/<pid>/status, such as VmRSS or VmHWM.
-fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -468,47 +654,98 @@ fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
 
 // ---- The report ----
 
+/// Runs `body` between `<!-- tgrelay-bench:<what> begin -->` and `... end -->` lines.
+pub fn print_markers(what: &str, body: impl FnOnce()) {
+    println!("<!-- tgrelay-bench:{what} begin -->");
+    body();
+    println!("<!-- tgrelay-bench:{what} end -->");
+}
+
 fn rate(n: usize, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
-fn print_table(n: usize, fake: Duration, sink: &SinkFigures, relay: &RelayFigures) {
-    let (fake_rate, sink_rate) = (rate(n, fake), rate(n, sink.elapsed));
-    let relay_rate = rate(n, relay.elapsed);
-    let throughput =
-        |rate: f64, time: Duration| format!("{rate:.0} updates/s ({:.2} s)", time.as_secs_f64());
-    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn throughput(n: usize, time: Duration) -> String {
+    format!(
+        "{:.0} updates/s ({:.2} s)",
+        rate(n, time),
+        time.as_secs_f64()
+    )
+}
+
+fn print_input(updates: &[Vec<u8>]) {
+    let bytes: usize = updates.iter().map(Vec::len).sum();
+    println!(
+        "Input: {} updates, {} bytes on average, batches of {BATCH}.\n",
+        updates.len(),
+        bytes / updates.len().max(1)
+    );
+}
+
+fn print_fake(n: usize, fake: Duration) {
+    println!(
+        "1. fake Bot API alone (getUpdates loop, limit {BATCH}): {}\n",
+        throughput(n, fake)
+    );
+}
+
+fn print_table(broker: Broker, n: usize, sink: &SinkFigures, relay: &RelayFigures) {
+    let (label, sink_type) = (broker.label(), broker.sink_type());
+    let ratio = rate(n, relay.elapsed) / rate(n, sink.elapsed);
     let rows = [
         (
-            format!("1. fake Bot API alone (getUpdates loop, limit {BATCH})"),
-            throughput(fake_rate, fake),
+            format!("2. {sink_type} alone ({IN_FLIGHT} batches of {BATCH} in flight)"),
+            throughput(n, sink.elapsed),
         ),
         (
-            format!("2. NatsSink alone ({IN_FLIGHT} batches of {BATCH} in flight)"),
-            throughput(sink_rate, sink.elapsed),
-        ),
-        (
-            "3. relay binary, fake → NATS, all confirmed".into(),
-            throughput(relay_rate, relay.elapsed),
+            format!("3. relay binary, fake → {label}, all confirmed"),
+            throughput(n, relay.elapsed),
         ),
         (
             "relay / sink alone".into(),
-            format!("{:.0} %", 100.0 * relay_rate / sink_rate),
+            format!("{:.0} %", 100.0 * ratio),
         ),
-        ("relay CPU per update".into(), relay.cpu.per_update(n)),
+        ("relay CPU per update".into(), relay.cpu.per_item(n)),
         (
-            "NatsSink alone CPU per update (bench process)".into(),
-            sink.cpu.per_update(n),
+            format!("{sink_type} alone CPU per update (bench process)"),
+            sink.cpu.per_item(n),
         ),
-        ("relay RSS idle (VmRSS)".into(), mib(relay.rss_idle_kib)),
-        ("relay RSS peak (VmHWM)".into(), mib(relay.rss_peak_kib)),
+        (
+            "relay RSS idle (VmRSS)".into(),
+            format!("{:.1} MiB", mib(relay.rss_idle_kib)),
+        ),
+        (
+            "relay RSS peak (VmHWM)".into(),
+            format!("{:.1} MiB", mib(relay.rss_peak_kib)),
+        ),
     ];
+    println!("Polling → {label}:\n");
     println!("| figure | value |");
     println!("|---|---:|");
     for (figure, value) in rows {
         println!("| {figure} | {value} |");
     }
+    println!();
     if !relay.log.trim().is_empty() {
-        println!("\nThe relay logged (level warn):\n{}", relay.log.trim_end());
+        println!(
+            "The relay logged (level warn):\n\n```\n{}\n```\n",
+            relay.log.trim_end()
+        );
     }
+}
+
+/// `key=value` lines for scripts/bench.
+fn print_figures(broker: Broker, n: usize, sink: &SinkFigures, relay: &RelayFigures) {
+    let key = format!("polling.{}", broker.key());
+    let (sink_rate, relay_rate) = (rate(n, sink.elapsed), rate(n, relay.elapsed));
+    println!("{key}.sink_rate={sink_rate:.0}");
+    println!("{key}.relay_rate={relay_rate:.0}");
+    println!("{key}.ratio_pct={:.0}", 100.0 * relay_rate / sink_rate);
+    println!("{key}.cpu_us={:.1}", relay.cpu.us_per(n));
+    println!("{key}.rss_idle_mib={:.1}", mib(relay.rss_idle_kib));
+    println!("{key}.rss_peak_mib={:.1}", mib(relay.rss_peak_kib));
 }

@@ -1,0 +1,406 @@
+//! End to end: how fast the release relay answers webhook POSTs when each answer waits
+//! for the NATS JetStream PubAck, next to `NatsSink` publishing alone at the same
+//! concurrency. Run: `cargo bench --bench e2e_webhook`.
+//!
+//! The relay binary runs one bot in webhook mode (no registration; the fake Bot API
+//! only answers its getWebhookInfo) publishing to a fresh stream. A load generator in
+//! this process posts generated updates (`Corpus::mixed`, every kind, ~800 bytes,
+//! distinct update ids) with the secret-token header over HTTP/1.1 keep-alive: N
+//! connections (40, then 100, as Telegram's `max_connections` allows), each a task
+//! posting one update at a time and awaiting the answer. Against it, the sink alone:
+//! N tasks each publishing a single-envelope batch and awaiting its PubAck before the
+//! next. Both get a short warm-up, then `TEST_TGRELAY_BENCH_REQUESTS` (default
+//! 20 000) items per level; every item's wall time is kept, sorted, and read for
+//! p50 and p99. The relay's CPU (utime+stime from /proc) covers the measured phase
+//! only. Everything shares the machine's cores with NATS, so figures vary by run;
+//! the targets (≥ 70 % of the sink-alone rate at 100 connections, p99 within 2 ms of
+//! the sink's) are printed, never asserted. The relay-process, CPU and naming
+//! helpers come from `e2e_polling.rs`, included as a module.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use bytes::Bytes;
+use tgrelay::config::EnvelopeMode;
+use tgrelay::envelope::Envelope;
+use tgrelay::sink::nats::NatsSink;
+use tgrelay::sink::Sink;
+
+#[allow(dead_code)]
+#[path = "e2e_polling.rs"]
+mod e2e_polling;
+
+use e2e_polling::corpus::Corpus;
+use e2e_polling::fake_bot_api::FakeBotApi;
+use e2e_polling::{
+    delete_stream, env_count, envelopes, nats_config, nats_sink_toml, print_machine, print_markers,
+    proc_status_kib, CpuTime, Names, RelayProcess, TOKEN,
+};
+
+/// Concurrent connections (and sink-alone tasks), in the order measured.
+const CONCURRENCY: [usize; 2] = [40, 100];
+/// Items each connection or task sends before the measured phase.
+const WARM_UP_PER_TASK: usize = 10;
+const SECRET: &str = "bench-Secret_token-0123456789";
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let n = env_count("TEST_TGRELAY_BENCH_REQUESTS", 20_000)?;
+    print_machine();
+    let sink_names = Names::unique("whsink");
+    let relay_names = Names::unique("webhook");
+    let result = measure(n, &sink_names, &relay_names).await;
+    for names in [&sink_names, &relay_names] {
+        delete_stream(&names.stream).await;
+    }
+    let report = result?;
+    print_markers("e2e_webhook", || print_table(n, &report));
+    print_markers("figures", || print_figures(&report));
+    Ok(())
+}
+
+/// One concurrency level: the relay and the sink alone on the same updates.
+struct Level {
+    concurrency: usize,
+    relay: Run,
+    relay_cpu: CpuTime,
+    sink: Run,
+}
+
+struct Report {
+    levels: Vec<Level>,
+    bytes_per_update: usize,
+    rss_idle_kib: u64,
+    rss_peak_kib: u64,
+    log: String,
+}
+
+async fn measure(n: usize, sink_names: &Names, relay_names: &Names) -> anyhow::Result<Report> {
+    let corpus = Corpus::load();
+    let sink = Arc::new(NatsSink::connect(&nats_config(sink_names), EnvelopeMode::Binary).await?);
+    let api = FakeBotApi::start().await;
+    api.add_bot(TOKEN);
+    let dir = tempfile::tempdir()?;
+    let addr = free_address()?;
+    let config = relay_config(&api.base_url(), addr, relay_names);
+    let mut relay = RelayProcess::spawn(&config, dir.path())?;
+    wait_for_listener(addr, &mut relay).await?;
+    let rss_idle_kib = proc_status_kib(relay.pid(), "VmRSS")?;
+    let poster = Poster::new(addr)?;
+    let (mut levels, mut bytes, mut posted) = (Vec::new(), 0, 0);
+    for (i, &concurrency) in CONCURRENCY.iter().enumerate() {
+        let warm_up = concurrency * WARM_UP_PER_TASK;
+        let first_id = 1 + (i as i64) * 10_000_000;
+        let updates = corpus.mixed(first_id, warm_up + n, 11);
+        bytes = updates.iter().map(Vec::len).sum::<usize>() / updates.len();
+        let (warm, measured) = updates.split_at(warm_up);
+        let sink_run = sink_level(&sink, concurrency, warm, measured).await?;
+        let (relay_run, relay_cpu) =
+            relay_level(&poster, &mut relay, concurrency, warm, measured).await?;
+        posted += updates.len();
+        levels.push(Level {
+            concurrency,
+            relay: relay_run,
+            relay_cpu,
+            sink: sink_run,
+        });
+    }
+    sink.close().await;
+    let rss_peak_kib = proc_status_kib(relay.pid(), "VmHWM")?;
+    let log = relay.log();
+    relay.terminate().await?;
+    ensure_stored(&relay_names.stream, posted).await?;
+    Ok(Report {
+        levels,
+        bytes_per_update: bytes,
+        rss_idle_kib,
+        rss_peak_kib,
+        log,
+    })
+}
+
+// ---- The load ----
+
+/// Wall times of every item of a run, sorted, and how long the run took.
+struct Run {
+    elapsed: Duration,
+    sorted: Vec<Duration>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.sorted.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `q` quantile (nearest rank), in milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let rank = ((q * self.sorted.len() as f64).ceil() as usize).clamp(1, self.sorted.len());
+        self.sorted[rank - 1].as_secs_f64() * 1e3
+    }
+}
+
+/// Runs `op(0..count)` from `concurrency` tasks, each awaiting one item before taking
+/// the next; fails on the first failed item.
+async fn drive<F, Fut>(concurrency: usize, count: usize, op: F) -> anyhow::Result<Run>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, next) = (Arc::clone(&op), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut times = Vec::with_capacity(count / concurrency + 1);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return Ok::<_, anyhow::Error>(times);
+                    }
+                    let sent = Instant::now();
+                    op(i).await?;
+                    times.push(sent.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut sorted = Vec::with_capacity(count);
+    for task in tasks {
+        sorted.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    sorted.sort_unstable();
+    Ok(Run { elapsed, sorted })
+}
+
+// ---- The sink alone ----
+
+/// Warm-up, then the measured single-envelope publishes.
+async fn sink_level(
+    sink: &Arc<NatsSink>,
+    concurrency: usize,
+    warm: &[Vec<u8>],
+    measured: &[Vec<u8>],
+) -> anyhow::Result<Run> {
+    publish_all(sink, concurrency, envelopes(warm)?).await?;
+    publish_all(sink, concurrency, envelopes(measured)?).await
+}
+
+async fn publish_all(
+    sink: &Arc<NatsSink>,
+    concurrency: usize,
+    envelopes: Vec<Envelope>,
+) -> anyhow::Result<Run> {
+    let (sink, envelopes) = (Arc::clone(sink), Arc::new(envelopes));
+    drive(concurrency, envelopes.len(), move |i| {
+        let (sink, envelopes) = (Arc::clone(&sink), Arc::clone(&envelopes));
+        async move {
+            let outcomes = sink.publish(std::slice::from_ref(&envelopes[i])).await;
+            ensure!(
+                outcomes.iter().all(|o| o.is_safe()),
+                "publish failed: {outcomes:?}"
+            );
+            Ok(())
+        }
+    })
+    .await
+}
+
+// ---- The relay ----
+
+fn relay_config(api_url: &str, listen: SocketAddr, names: &Names) -> String {
+    format!(
+        "drain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
+         [webhook]\nlisten = \"{listen}\"\n\
+         [bots.main]\ntoken = \"{TOKEN}\"\napi_url = \"{api_url}\"\nmode = \"webhook\"\n\
+         [bots.main.webhook]\nregister = false\nsecret_token = \"{SECRET}\"\n\
+         info_interval = \"60s\"\n{sink}",
+        sink = nats_sink_toml(names),
+    )
+}
+
+/// A loopback address nothing listens on now (the relay binds it a moment later).
+fn free_address() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Waits until the relay accepts connections (it has connected to NATS and bound).
+async fn wait_for_listener(addr: SocketAddr, relay: &mut RelayProcess) -> anyhow::Result<()> {
+    for _ in 0..1200 {
+        relay.ensure_running()?;
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!(
+        "the relay did not listen on {addr} within 60 s:\n{}",
+        relay.log()
+    )
+}
+
+/// Posts updates to the relay's webhook as Telegram does, over kept-alive HTTP/1.1.
+#[derive(Clone)]
+struct Poster {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Poster {
+    fn new(addr: SocketAddr) -> anyhow::Result<Poster> {
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Poster {
+            http,
+            url: format!("http://{addr}/telegram/main"),
+        })
+    }
+
+    /// One POST, answered 200 or failed.
+    async fn post(&self, update: Bytes) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .body(update)
+            .send()
+            .await
+            .context("posting to the relay")?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        ensure!(
+            status == reqwest::StatusCode::OK,
+            "the relay answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok(())
+    }
+
+    async fn post_all(&self, concurrency: usize, updates: &[Vec<u8>]) -> anyhow::Result<Run> {
+        let updates: Arc<Vec<Bytes>> = Arc::new(updates.iter().cloned().map(Bytes::from).collect());
+        let poster = Arc::new(self.clone());
+        drive(concurrency, updates.len(), move |i| {
+            let (poster, update) = (Arc::clone(&poster), updates[i].clone());
+            async move { poster.post(update).await }
+        })
+        .await
+    }
+}
+
+/// Warm-up, then the measured posts, with the relay's CPU time over the latter.
+async fn relay_level(
+    poster: &Poster,
+    relay: &mut RelayProcess,
+    concurrency: usize,
+    warm: &[Vec<u8>],
+    measured: &[Vec<u8>],
+) -> anyhow::Result<(Run, CpuTime)> {
+    poster.post_all(concurrency, warm).await?;
+    let before = CpuTime::of(relay.pid())?;
+    let run = poster.post_all(concurrency, measured).await;
+    relay.ensure_running()?;
+    let cpu = CpuTime::of(relay.pid())?.since(before);
+    Ok((run?, cpu))
+}
+
+/// Checks the relay's stream holds every update answered 200.
+async fn ensure_stored(stream: &str, expected: usize) -> anyhow::Result<()> {
+    let url = e2e_polling::nats_url();
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
+    let mut stream = js.get_stream(stream).await?;
+    let stored = stream.info().await?.state.messages;
+    ensure!(
+        stored == expected as u64,
+        "the stream holds {stored} messages, {expected} were answered 200"
+    );
+    Ok(())
+}
+
+// ---- The report ----
+
+fn print_table(n: usize, report: &Report) {
+    println!(
+        "Webhook → NATS: {n} POSTs per level of {} bytes on average (after {WARM_UP_PER_TASK} \
+         per connection to warm up), one update per request; sink alone: `NatsSink` \
+         publishing single-envelope batches from as many tasks.\n",
+        report.bytes_per_update
+    );
+    println!(
+        "| concurrency | relay req/s | sink alone publishes/s | relay / sink | relay p50 / p99 \
+         | sink p50 / p99 | p99 difference | relay CPU per request |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for level in &report.levels {
+        let (relay, sink) = (&level.relay, &level.sink);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} % | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:+.2} ms | {} |",
+            level.concurrency,
+            relay.rate(),
+            sink.rate(),
+            100.0 * relay.rate() / sink.rate(),
+            relay.quantile_ms(0.5),
+            relay.quantile_ms(0.99),
+            sink.quantile_ms(0.5),
+            sink.quantile_ms(0.99),
+            relay.quantile_ms(0.99) - sink.quantile_ms(0.99),
+            level.relay_cpu.per_item(relay.sorted.len()),
+        );
+    }
+    println!(
+        "\nRelay RSS: {:.1} MiB idle (VmRSS), {:.1} MiB peak (VmHWM). Targets: relay ≥ 70 % \
+         of the sink-alone rate at 100 connections; relay p99 ≤ sink p99 + 2 ms.\n",
+        report.rss_idle_kib as f64 / 1024.0,
+        report.rss_peak_kib as f64 / 1024.0
+    );
+    if !report.log.trim().is_empty() {
+        println!(
+            "The relay logged (level warn):\n\n```\n{}\n```\n",
+            report.log.trim_end()
+        );
+    }
+}
+
+/// `key=value` lines for scripts/bench.
+fn print_figures(report: &Report) {
+    for level in &report.levels {
+        let key = format!("webhook.c{}", level.concurrency);
+        let (relay, sink) = (&level.relay, &level.sink);
+        println!("{key}.relay_rate={:.0}", relay.rate());
+        println!("{key}.sink_rate={:.0}", sink.rate());
+        println!("{key}.ratio_pct={:.0}", 100.0 * relay.rate() / sink.rate());
+        println!("{key}.relay_p50_ms={:.2}", relay.quantile_ms(0.5));
+        println!("{key}.relay_p99_ms={:.2}", relay.quantile_ms(0.99));
+        println!("{key}.sink_p50_ms={:.2}", sink.quantile_ms(0.5));
+        println!("{key}.sink_p99_ms={:.2}", sink.quantile_ms(0.99));
+        let diff = relay.quantile_ms(0.99) - sink.quantile_ms(0.99);
+        println!("{key}.p99_diff_ms={diff:+.2}");
+        println!(
+            "{key}.cpu_us={:.1}",
+            level.relay_cpu.us_per(relay.sorted.len())
+        );
+    }
+    println!(
+        "webhook.rss_idle_mib={:.1}",
+        report.rss_idle_kib as f64 / 1024.0
+    );
+    println!(
+        "webhook.rss_peak_mib={:.1}",
+        report.rss_peak_kib as f64 / 1024.0
+    );
+}
