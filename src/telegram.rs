@@ -142,18 +142,11 @@ impl BotApi {
         }
         let part = reqwest::multipart::Part::bytes(pem).file_name("certificate.pem");
         form = form.part("certificate", part);
-        let url = format!("{}/bot{}/{}", self.base_url, self.token.expose(), METHOD);
-        let transport = |e| TelegramError::transport(METHOD, e, &self.token);
-        let response = self
-            .http
-            .post(url)
+        let request = self
+            .request(METHOD)
             .multipart(form)
-            .timeout(SHORT_CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
+            .timeout(SHORT_CALL_TIMEOUT);
+        let (status, body) = self.send(METHOD, request).await?;
         self.read_reply(METHOD, status, &body)
     }
 
@@ -191,18 +184,29 @@ impl BotApi {
         params: &impl Serialize,
         timeout: Duration,
     ) -> Result<(u16, Bytes), TelegramError> {
-        let url = format!("{}/bot{}/{}", self.base_url, self.token.expose(), method);
         let body = serde_json::to_vec(params).expect("request parameters serialize");
-        let transport = |e| TelegramError::transport(method, e, &self.token);
-        let response = self
-            .http
-            .post(url)
+        let request = self
+            .request(method)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(transport)?;
+            .timeout(timeout);
+        self.send(method, request).await
+    }
+
+    /// A POST to `method`; the URL holds the token, so it never leaves this client.
+    fn request(&self, method: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/bot{}/{}", self.base_url, self.token.expose(), method);
+        self.http.post(url)
+    }
+
+    /// Sends a request and reads the whole answer, with token-safe transport errors.
+    async fn send(
+        &self,
+        method: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Bytes), TelegramError> {
+        let transport = |e| TelegramError::transport(method, e, &self.token);
+        let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(transport)?;
         Ok((status, body))
