@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::connect_info::Connected;
@@ -183,7 +183,29 @@ impl FakeBotApi {
 
     /// Queues a fault for the next getUpdates call; faults apply one per call, first in first out.
     pub fn inject(&self, token: &str, fault: Fault) {
-        self.bot(token, |bot| bot.faults.push_back(fault));
+        self.inject_on(token, "getUpdates", fault);
+    }
+
+    /// Queues a fault for the next call of `method` (any Bot API method, matched
+    /// case-insensitively), one per call, first in first out.
+    pub fn inject_on(&self, token: &str, method: &str, fault: Fault) {
+        self.bot(token, |bot| {
+            bot.faults
+                .entry(method.to_ascii_lowercase())
+                .or_default()
+                .push_back(fault)
+        });
+    }
+
+    /// Injected faults not yet used up, over every method.
+    pub fn pending_faults(&self, token: &str) -> usize {
+        self.bot(token, |bot| bot.faults.values().map(VecDeque::len).sum())
+    }
+
+    /// When each update was first confirmed (by an offset, or by a webhook's 2xx), by
+    /// the wall clock, so it can be compared with a broker's timestamps.
+    pub fn confirmation_times(&self, token: &str) -> HashMap<i64, SystemTime> {
+        self.bot(token, |bot| bot.confirmed_at.clone())
     }
 
     /// Sets or clears the webhook URL as if done outside the relay. It never starts
@@ -274,8 +296,10 @@ struct Bot {
     id: i64,
     queue: VecDeque<Queued>,
     confirmed: Vec<i64>,
+    confirmed_at: HashMap<i64, SystemTime>,
     forgotten: Vec<i64>,
-    faults: VecDeque<Fault>,
+    /// Injected faults by lowercased method name.
+    faults: HashMap<String, VecDeque<Fault>>,
     webhook_url: Option<String>,
     webhook_params: Value,
     allowed_updates: Option<Vec<String>>,
@@ -336,8 +360,9 @@ impl Bot {
             id,
             queue: VecDeque::new(),
             confirmed: Vec::new(),
+            confirmed_at: HashMap::new(),
             forgotten: Vec::new(),
-            faults: VecDeque::new(),
+            faults: HashMap::new(),
             webhook_url: None,
             webhook_params: Value::Null,
             allowed_updates: None,
@@ -356,7 +381,7 @@ impl Bot {
             // costs what it confirms, not what is queued.
             while self.queue.front().is_some_and(|q| q.position < offset) {
                 let done = self.queue.pop_front().expect("front exists");
-                self.confirmed.extend(done.update_id);
+                self.confirm(done.update_id);
             }
         } else if offset < 0 {
             let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
@@ -367,6 +392,13 @@ impl Bot {
                 .filter_map(|q| q.update_id)
                 .collect();
             self.forgotten.extend(dropped);
+        }
+    }
+
+    fn confirm(&mut self, update_id: Option<i64>) {
+        if let Some(id) = update_id {
+            self.confirmed.push(id);
+            self.confirmed_at.entry(id).or_insert_with(SystemTime::now);
         }
     }
 
@@ -476,10 +508,20 @@ impl Shared {
         params: &Map<String, Value>,
         conn: &Killer,
     ) -> Reply {
-        let Some(bot_id) = self.with_bot(token, |bot| bot.id) else {
+        let method = method.to_ascii_lowercase();
+        let Some((bot_id, fault)) = self.with_bot(token, |bot| {
+            let fault = bot.faults.get_mut(&method).and_then(VecDeque::pop_front);
+            (bot.id, fault)
+        }) else {
             return Reply::unauthorized();
         };
-        match method.to_ascii_lowercase().as_str() {
+        match fault {
+            Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+            // A faulted call returns before it has any effect (an offset confirms nothing).
+            Some(fault) => return fault.reply(),
+            None => {}
+        }
+        match method.as_str() {
             "getme" => get_me(bot_id),
             "getupdates" => self.get_updates(token, params, conn).await,
             "setwebhook" => self.set_webhook(token, params),
@@ -490,12 +532,6 @@ impl Shared {
     }
 
     async fn get_updates(&self, token: &str, params: &Map<String, Value>, conn: &Killer) -> Reply {
-        match self.with_bot(token, |bot| bot.faults.pop_front()).flatten() {
-            Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-            // A faulted call returns before the offset is applied: it confirms nothing.
-            Some(fault) => return fault.reply(),
-            None => {}
-        }
         let request = PollRequest::from_params(params);
         match self.begin_poll(token, &request) {
             Ok((generation, wake)) => {

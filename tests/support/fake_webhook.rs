@@ -366,7 +366,7 @@ impl Bot {
             .ok();
         if outcome.confirms() {
             if let Some(done) = index.and_then(|i| self.queue.remove(i)) {
-                self.confirmed.extend(done.update_id);
+                self.confirm(done.update_id);
             }
             return;
         }

@@ -26,6 +26,10 @@ pub struct Record {
     pub key: Option<String>,
     pub headers: HashMap<String, String>,
     pub payload: Vec<u8>,
+    /// The record's timestamp in ms and whether the broker set it (log append
+    /// time) rather than the producer (create time).
+    pub timestamp_ms: Option<i64>,
+    pub log_append_time: bool,
 }
 
 /// TOML for a Kafka sink writing `<prefix>.{bot}.{kind}`, creating topics with 3 partitions.
@@ -38,9 +42,9 @@ pub fn sink_toml(prefix: &str, extra: &str) -> String {
     )
 }
 
-fn consumer() -> BaseConsumer {
+fn consumer(brokers: &str) -> BaseConsumer {
     ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", "tgrelay-test-reader")
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
@@ -50,9 +54,14 @@ fn consumer() -> BaseConsumer {
 
 /// Every record of every topic whose name starts with `prefix.`, read to end-of-partition.
 pub fn read_prefix(prefix: &str) -> Vec<Record> {
+    read_prefix_at(&brokers(), prefix)
+}
+
+/// `read_prefix` on the broker at `brokers`.
+pub fn read_prefix_at(brokers: &str, prefix: &str) -> Vec<Record> {
     // Metadata from a producer: a consumer with a group id is slow to close on this broker.
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("a client");
     let metadata = producer
@@ -73,14 +82,14 @@ pub fn read_prefix(prefix: &str) -> Vec<Record> {
     topics.sort();
     topics
         .iter()
-        .flat_map(|(topic, partitions)| read_topic(topic, partitions))
+        .flat_map(|(topic, partitions)| read_topic(brokers, topic, partitions))
         .collect()
 }
 
 /// One topic's records, with one consumer assigned to all its partitions
 /// (end-of-partition events name only the partition, so one topic per consumer).
-fn read_topic(topic: &str, partitions: &[i32]) -> Vec<Record> {
-    let consumer = consumer();
+fn read_topic(brokers: &str, topic: &str, partitions: &[i32]) -> Vec<Record> {
+    let consumer = consumer(brokers);
     let mut assignment = TopicPartitionList::new();
     for partition in partitions {
         assignment
@@ -129,5 +138,7 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
         headers,
         payload: m.payload().unwrap_or_default().to_vec(),
+        timestamp_ms: m.timestamp().to_millis(),
+        log_append_time: matches!(m.timestamp(), rdkafka::Timestamp::LogAppendTime(_)),
     }
 }

@@ -3,7 +3,7 @@
 //! another team's service would.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub struct Stored {
     pub subject: String,
     pub headers: HashMap<String, String>,
     pub payload: Bytes,
+    /// When the server stored it (its JetStream timestamp).
+    pub stored_at: SystemTime,
 }
 
 /// Every message of `stream`, in stream order, read with a fresh pull consumer.
@@ -63,10 +65,13 @@ pub async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
             .flat_map(|h| h.iter())
             .map(|(name, values)| (name.to_string(), values[0].to_string()))
             .collect();
+        let published = next.info().expect("JetStream metadata").published;
+        let nanos = u64::try_from(published.unix_timestamp_nanos()).expect("after 1970");
         out.push(Stored {
             subject: next.subject.to_string(),
             headers,
             payload: next.payload.clone(),
+            stored_at: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
         });
     }
     out

@@ -127,6 +127,11 @@ async fn watch_info(ctx: &BotContext, interval: Duration, shutdown: &Cancellatio
         let started = Instant::now();
         let info = ctx.api.get_webhook_info().await;
         ctx.observe_call("getWebhookInfo", started, info.as_ref().err());
+        // Flood control binds every method: the next read waits at least `retry_after`.
+        let wait = match info.as_ref().map_err(|e| e.class()) {
+            Err(ErrorClass::RetryAfter(asked)) => asked.max(interval),
+            _ => interval,
+        };
         if let Ok(info) = info {
             let m = &ctx.metrics;
             m.webhook_pending_updates
@@ -148,7 +153,7 @@ async fn watch_info(ctx: &BotContext, interval: Duration, shutdown: &Cancellatio
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -1,0 +1,333 @@
+//! The chaos suite: the relay binary between the fake Bot API and a private NATS
+//! JetStream or Kafka-protocol broker, with faults on every side, in polling and in
+//! webhook mode:
+//!
+//! - `sigkill`: the relay killed with SIGKILL at random moments and restarted;
+//! - `broker_outage`: NATS stopped, or tansu frozen, for 30 s mid-stream;
+//! - `telegram_faults`: 429 storms with `retry_after`, nginx 502 pages, reset
+//!   connections, slow answers, a second poller (409); in webhook mode on the calls the
+//!   relay makes (setWebhook, getWebhookInfo);
+//! - `clean_restart`: SIGTERM and a new start, repeatedly.
+//!
+//! Every scenario is judged from outside (see `chaos/verdict.rs`): no update lost or
+//! altered, none confirmed to Telegram before the broker stored it, duplicates within
+//! one batch (polling) or `max_connections` (webhook) per crash and none after clean
+//! restarts, `retry_after` and backoff kept, Bot API calls bounded, memory flat and CPU
+//! idle while the broker is away, secrets kept out of the log.
+//!
+//! `cargo test --test chaos` runs the short version, which CI runs too;
+//! `TEST_TGRELAY_CHAOS=full` (what `scripts/chaos` sets) runs 20 kill cycles and more
+//! updates. Each scenario writes its verdict row to `target/tmp/chaos/`. Scenarios run
+//! one at a time: they measure the relay's memory and CPU.
+
+#[path = "chaos/brokers.rs"]
+mod brokers;
+#[path = "chaos/harness.rs"]
+mod harness;
+mod support;
+#[path = "chaos/verdict.rs"]
+mod verdict;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use brokers::SinkKind;
+use harness::{Mode, World};
+use rand::Rng;
+use support::fake_bot_api::Fault;
+use verdict::{Expectations, Outage, PublishCounter, Verdict, FOREIGN_MARK, RETRY_AFTER};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const OUTAGE: Duration = Duration::from_secs(30);
+/// Long enough for a relay to catch up after a 30 s outage and its backoff.
+const CATCH_UP: Duration = Duration::from_secs(180);
+
+struct Settings {
+    updates: usize,
+    kill_cycles: usize,
+    clean_restarts: usize,
+    storm: usize,
+}
+
+fn settings() -> Settings {
+    match std::env::var("TEST_TGRELAY_CHAOS").as_deref() {
+        Ok("full") => Settings {
+            updates: 5000,
+            kill_cycles: 20,
+            clean_restarts: 5,
+            storm: 6,
+        },
+        _ => Settings {
+            updates: 1200,
+            kill_cycles: 3,
+            clean_restarts: 2,
+            storm: 3,
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chaos {
+    Sigkill,
+    BrokerOutage,
+    TelegramFaults,
+    CleanRestart,
+}
+
+fn run(mode: Mode, sink: SinkKind, chaos: Chaos) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(scenario(mode, sink, chaos));
+}
+
+async fn scenario(mode: Mode, sink: SinkKind, chaos: Chaos) {
+    let s = settings();
+    let name = format!(
+        "{} → {}: {}",
+        mode.name(),
+        sink.name(),
+        format!("{chaos:?}").to_lowercase()
+    );
+    let seed = rand::random::<u64>();
+    let mut world = World::new(mode, sink, s.updates, seed).await;
+    let counter = match sink {
+        SinkKind::Nats => Some(PublishCounter::start(&world.broker.address()).await),
+        SinkKind::Kafka => None,
+    };
+    let mut outage = None;
+    let mut faults = 0;
+    let (mut per_crash, mut none) = (false, false);
+    match chaos {
+        Chaos::Sigkill => {
+            per_crash = true;
+            sigkill_cycles(&mut world, s.kill_cycles).await;
+        }
+        Chaos::BrokerOutage => outage = Some(broker_outage(&mut world).await),
+        Chaos::TelegramFaults => faults = telegram_faults(&mut world, s.storm).await,
+        Chaos::CleanRestart => {
+            none = true;
+            clean_restarts(&mut world, s.clean_restarts).await;
+        }
+    }
+    let all_confirmed = world.finish(CATCH_UP).await;
+    let expect = Expectations {
+        per_crash,
+        none,
+        faults,
+    };
+    let verdict = Verdict::judge(
+        &name,
+        &world,
+        all_confirmed,
+        counter.as_ref(),
+        outage,
+        expect,
+    )
+    .await;
+    report(&verdict, seed);
+    let failures = verdict.failures();
+    assert!(
+        failures.is_empty(),
+        "{name} (corpus seed {seed}) failed:\n- {}\nrelay log, last lines:\n{}",
+        failures.join("\n- "),
+        world.log_tail(40)
+    );
+}
+
+fn report(verdict: &Verdict, seed: u64) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = verdict
+        .scenario
+        .replace([' ', ':', '→'], "_")
+        .replace("__", "_");
+    std::fs::write(
+        dir.join(format!("{file}.md")),
+        format!("{}\n", verdict.row()),
+    )
+    .unwrap();
+    eprintln!(
+        "{}\n{}\n(corpus seed {seed})",
+        verdict::HEADER,
+        verdict.row()
+    );
+}
+
+fn random_ms(range: std::ops::Range<u64>) -> Duration {
+    Duration::from_millis(rand::rng().random_range(range))
+}
+
+async fn sigkill_cycles(world: &mut World, cycles: usize) {
+    // Kills come every 0.1-1.5 s, restarts 0-0.3 s later: feed over about that long.
+    world.pace(Duration::from_millis(950) * cycles as u32);
+    world.spawn();
+    for _ in 0..cycles {
+        world.feed_for(random_ms(100..1500)).await;
+        world.kill();
+        world.feed_for(random_ms(0..300)).await;
+        world.spawn();
+    }
+}
+
+async fn clean_restarts(world: &mut World, restarts: usize) {
+    world.pace(Duration::from_millis(1000) * restarts as u32);
+    world.spawn();
+    for _ in 0..restarts {
+        world.feed_for(random_ms(300..1500)).await;
+        world.restart_cleanly().await;
+    }
+}
+
+/// A third of the updates before the outage, the rest while the broker is away.
+async fn broker_outage(world: &mut World) -> Outage {
+    world.pace(OUTAGE * 3 / 2);
+    world.spawn();
+    world.feed_for(OUTAGE / 2).await;
+    let (api, token) = (&world.api, world.token.clone());
+    assert!(
+        api.wait_for_confirmed(&token, world.fed / 2, Duration::from_secs(60))
+            .await,
+        "the relay runs before the outage"
+    );
+    let rss_start_kib = world.relay().rss_kib();
+    let cpu_before = world.relay().cpu_time();
+    world.broker.begin_outage();
+    let begun = Instant::now();
+    let mut rss_peak_kib = rss_start_kib;
+    while begun.elapsed() < OUTAGE {
+        world.feed_for(Duration::from_millis(100)).await;
+        rss_peak_kib = rss_peak_kib.max(world.relay().rss_kib());
+    }
+    let cpu = world.relay().cpu_time() - cpu_before;
+    world.broker.end_outage();
+    Outage {
+        what: world.broker.outage_name(),
+        length: OUTAGE,
+        rss_start_kib,
+        rss_peak_kib,
+        cpu,
+    }
+}
+
+/// Injects faults in waves while updates flow; returns how many were injected.
+async fn telegram_faults(world: &mut World, storm: usize) -> usize {
+    let token = world.token.clone();
+    let retry_after = Fault::TooManyRequests {
+        retry_after: RETRY_AFTER.as_secs(),
+    };
+    let mut injected = 0;
+    let mut inject = |world: &World, method: &str, fault: &Fault, times: usize| {
+        for _ in 0..times {
+            world.api.inject_on(&token, method, fault.clone());
+        }
+        injected += times;
+    };
+    let waves: Vec<(&str, Fault, usize)> = match world.mode {
+        Mode::Polling => {
+            inject(world, "getMe", &retry_after, 1);
+            inject(world, "getMe", &Fault::BadGatewayHtml, 1);
+            vec![
+                ("getUpdates", retry_after.clone(), storm),
+                ("getUpdates", Fault::BadGatewayHtml, storm),
+                ("getUpdates", Fault::Reset, storm),
+                ("getUpdates", Fault::Delay(Duration::from_secs(2)), 2),
+                ("getUpdates", Fault::Conflict, storm),
+            ]
+        }
+        Mode::Webhook => {
+            inject(world, "getWebhookInfo", &retry_after, 1);
+            inject(world, "setWebhook", &retry_after, 1);
+            inject(world, "setWebhook", &Fault::BadGatewayHtml, 1);
+            inject(world, "setWebhook", &Fault::Reset, 1);
+            inject(
+                world,
+                "setWebhook",
+                &Fault::Delay(Duration::from_secs(2)),
+                1,
+            );
+            vec![
+                ("getWebhookInfo", retry_after.clone(), storm),
+                ("getWebhookInfo", Fault::BadGatewayHtml, storm),
+                ("getWebhookInfo", Fault::Reset, storm),
+            ]
+        }
+    };
+    // Each wave takes a few seconds (retry_after, backoff, getWebhookInfo's interval).
+    world.pace(Duration::from_secs(3) * (waves.len() as u32 + 2));
+    world.spawn();
+    // The start's own faults first: the waves hit a relay that is up.
+    while world.api.confirmed(&token).is_empty() {
+        world.feed_for(Duration::from_millis(100)).await;
+    }
+    for (method, fault, times) in &waves {
+        inject(world, method, fault, *times);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // Until the wave is used up and the relay has relayed since: each wave then
+        // starts a new run of failures, as separate incidents would.
+        let confirmed = world.api.confirmed(&token).len();
+        let progressed = |w: &World| {
+            let now = w.api.confirmed(&token).len();
+            now > confirmed || now == w.updates.len()
+        };
+        while world.api.pending_faults(&token) > 0 || !progressed(world) {
+            assert!(
+                Instant::now() < deadline,
+                "the relay stopped calling {method}; {} faults left; log:\n{}",
+                world.api.pending_faults(&token),
+                world.log_tail(30)
+            );
+            world.feed_for(Duration::from_millis(100)).await;
+        }
+    }
+    if world.mode == Mode::Polling {
+        // A second poller: each of its long polls ends the relay's with a 409.
+        for _ in 0..3 {
+            second_poller(world).await;
+            world.feed_for(Duration::from_millis(700)).await;
+        }
+    }
+    injected
+}
+
+/// One long poll by another instance; it sends no offset, so it confirms nothing.
+async fn second_poller(world: &World) {
+    let url = format!(
+        "{}/bot{}/getUpdates?timeout=1&{FOREIGN_MARK}=1",
+        world.api.base_url(),
+        world.token
+    );
+    let _ = reqwest::get(&url).await;
+}
+
+macro_rules! scenarios {
+    ($($name:ident: $mode:ident, $sink:ident, $chaos:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            run(Mode::$mode, SinkKind::$sink, Chaos::$chaos);
+        }
+    )*};
+}
+
+scenarios! {
+    polling_nats_sigkill: Polling, Nats, Sigkill;
+    polling_nats_broker_outage: Polling, Nats, BrokerOutage;
+    polling_nats_telegram_faults: Polling, Nats, TelegramFaults;
+    polling_nats_clean_restart: Polling, Nats, CleanRestart;
+    polling_kafka_sigkill: Polling, Kafka, Sigkill;
+    polling_kafka_broker_outage: Polling, Kafka, BrokerOutage;
+    polling_kafka_telegram_faults: Polling, Kafka, TelegramFaults;
+    polling_kafka_clean_restart: Polling, Kafka, CleanRestart;
+    webhook_nats_sigkill: Webhook, Nats, Sigkill;
+    webhook_nats_broker_outage: Webhook, Nats, BrokerOutage;
+    webhook_nats_telegram_faults: Webhook, Nats, TelegramFaults;
+    webhook_nats_clean_restart: Webhook, Nats, CleanRestart;
+    webhook_kafka_sigkill: Webhook, Kafka, Sigkill;
+    webhook_kafka_broker_outage: Webhook, Kafka, BrokerOutage;
+    webhook_kafka_telegram_faults: Webhook, Kafka, TelegramFaults;
+    webhook_kafka_clean_restart: Webhook, Kafka, CleanRestart;
+}
