@@ -193,6 +193,29 @@ async fn an_update_resent_after_its_ack_is_answered_200_without_publishing_again
 }
 
 #[tokio::test]
+async fn an_update_resent_while_its_first_publish_still_runs_is_not_published_twice() {
+    let h = harness(2011, false).await;
+    let update = Corpus::load().update("message", 41, 4);
+    h.sink.hold(true);
+    // The broker hangs past the publish timeout (2 s): Telegram is told to retry.
+    assert_eq!(h.post(&update, Some(SECRET)).await.status(), 503);
+    let resent = h.post(&update, Some(SECRET)).await;
+    assert_eq!(resent.status(), 503, "the first publish still decides");
+    assert_eq!(
+        h.sink.attempts(),
+        1,
+        "no second copy while the first is in flight"
+    );
+    h.sink.hold(false);
+    assert!(eventually(10, || h.sink.delivered().len() == 1).await);
+    // The broker took the first copy after all: Telegram's next retry gets its 200.
+    assert_eq!(h.post(&update, Some(SECRET)).await.status(), 200);
+    assert_eq!(h.sink.attempts(), 1);
+    assert_eq!(h.sink.delivered().len(), 1);
+    h.relay.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn after_shutdown_the_listener_is_gone_so_telegram_retries_later() {
     let h = harness(2005, false).await;
     let update = Corpus::load().update("message", 31, 4);

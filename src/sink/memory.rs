@@ -1,6 +1,7 @@
 //! `MemorySink`: the test double. Keeps what it is given and fails on request.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
@@ -13,6 +14,9 @@ use crate::envelope::Envelope;
 #[derive(Default)]
 pub struct MemorySink {
     state: Mutex<State>,
+    /// While set, publishes wait, as on a hung broker; `released` wakes them.
+    held: AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -41,6 +45,14 @@ impl MemorySink {
         self.state.lock().unwrap().down = down;
     }
 
+    /// A hung broker: publishes wait (without failing) until `hold(false)`.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
+        if !held {
+            self.released.notify_waiters();
+        }
+    }
+
     /// Envelopes delivered so far, in delivery order (duplicates included).
     pub fn delivered(&self) -> Vec<Envelope> {
         self.state.lock().unwrap().delivered.clone()
@@ -62,23 +74,32 @@ impl Sink for MemorySink {
     }
 
     fn publish<'a>(&'a self, batch: &'a [Envelope]) -> BoxFuture<'a, Vec<Outcome>> {
-        let mut state = self.state.lock().unwrap();
-        let outcomes = batch
-            .iter()
-            .map(|envelope| {
-                state.attempts += 1;
-                if state.down || state.fail_once.remove(&envelope.update_id) {
-                    Outcome::Failed {
-                        reason: "memory sink told to fail".into(),
-                        fatal: false,
-                    }
-                } else {
-                    state.delivered.push(envelope.clone());
-                    Outcome::Delivered
+        self.state.lock().unwrap().attempts += batch.len();
+        async move {
+            loop {
+                let released = self.released.notified();
+                if !self.held.load(Ordering::SeqCst) {
+                    break;
                 }
-            })
-            .collect();
-        futures::future::ready(outcomes).boxed()
+                released.await;
+            }
+            let mut state = self.state.lock().unwrap();
+            batch
+                .iter()
+                .map(|envelope| {
+                    if state.down || state.fail_once.remove(&envelope.update_id) {
+                        Outcome::Failed {
+                            reason: "memory sink told to fail".into(),
+                            fatal: false,
+                        }
+                    } else {
+                        state.delivered.push(envelope.clone());
+                        Outcome::Delivered
+                    }
+                })
+                .collect()
+        }
+        .boxed()
     }
 
     fn dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Outcome> {

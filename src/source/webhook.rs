@@ -36,7 +36,7 @@ pub use network::Cidr;
 pub use serve::serve;
 
 use network::{client_address, TELEGRAM_NETWORKS};
-use recent::RecentIds;
+use recent::{Begin, RecentIds};
 
 /// The header Telegram puts the registered secret token in.
 const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
@@ -70,9 +70,10 @@ pub struct WebhookServer {
 }
 
 struct Inner {
-    bots: HashMap<String, WebhookBot>,
+    bots: HashMap<String, Arc<WebhookBot>>,
     shutdown: CancellationToken,
-    permits: Semaphore,
+    /// Publishes in flight, held by the publish itself, which may outlive its request.
+    permits: Arc<Semaphore>,
     publish_timeout: Duration,
     retry_after: HeaderValue,
     allowed_networks: Option<Vec<Cidr>>,
@@ -92,9 +93,12 @@ impl WebhookServer {
         };
         let telegram: Vec<String> = TELEGRAM_NETWORKS.iter().map(|s| s.to_string()).collect();
         let inner = Inner {
-            bots: bots.into_iter().map(|b| (b.path.clone(), b)).collect(),
+            bots: bots
+                .into_iter()
+                .map(|b| (b.path.clone(), Arc::new(b)))
+                .collect(),
             shutdown,
-            permits: Semaphore::new(config.max_concurrency),
+            permits: Arc::new(Semaphore::new(config.max_concurrency)),
             publish_timeout: config.publish_timeout,
             retry_after: HeaderValue::from(config.retry_after_secs),
             allowed_networks: config.telegram_networks_only.then(|| parse(&telegram)),
@@ -147,7 +151,7 @@ async fn receive(
 /// The status for one request; publishing happens here, and only here.
 async fn answer(
     inner: &Inner,
-    bot: &WebhookBot,
+    bot: &Arc<WebhookBot>,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -176,41 +180,70 @@ async fn answer(
     let Ok(head) = UpdateHead::parse(&body) else {
         return StatusCode::BAD_REQUEST;
     };
-    if bot
-        .recent
-        .lock()
-        .unwrap()
-        .contains(head.update_id, Instant::now())
-    {
-        let m = &bot.ctx.metrics;
-        m.duplicates_suppressed
-            .with_label_values(&[&bot.ctx.bot.name])
-            .inc();
-        return StatusCode::OK;
+    let update_id = head.update_id;
+    match bot.recent.lock().unwrap().begin(update_id, Instant::now()) {
+        Begin::Publish => {}
+        Begin::Acked => {
+            let m = &bot.ctx.metrics;
+            m.duplicates_suppressed
+                .with_label_values(&[&bot.ctx.bot.name])
+                .inc();
+            return StatusCode::OK;
+        }
+        // Telegram re-sent it while an earlier publish still runs (it timed out on
+        // us, or our answer was lost); that publish decides, so no second copy now.
+        Begin::InFlight => return StatusCode::SERVICE_UNAVAILABLE,
     }
-    let Ok(_permit) = inner.permits.try_acquire() else {
+    let publishing = Publishing {
+        bot: Arc::clone(bot),
+        update_id,
+        acked: false,
+    };
+    let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() else {
         return StatusCode::SERVICE_UNAVAILABLE;
     };
-    let update_id = head.update_id;
     let envelope = Envelope::from_head(&bot.ctx.bot, head, body, SystemTime::now());
-    let published = tokio::time::timeout(
-        inner.publish_timeout,
-        bot.ctx.publish(std::slice::from_ref(&envelope)),
-    )
-    .await;
-    match published {
-        Ok(outcomes) if outcomes.iter().all(|o| o.is_safe()) => {
-            bot.recent.lock().unwrap().insert(update_id, Instant::now());
-            StatusCode::OK
-        }
-        Ok(outcomes) => {
+    // The publish runs on its own: a broker may still take the update after this
+    // request timed out, and then Telegram's retry gets a 200 instead of a new copy.
+    let (done, result) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut publishing = publishing;
+        let outcomes = publishing
+            .bot
+            .ctx
+            .publish(std::slice::from_ref(&envelope))
+            .await;
+        publishing.acked = outcomes.iter().all(|o| o.is_safe());
+        drop(publishing);
+        drop(permit);
+        let _ = done.send(outcomes);
+    });
+    match tokio::time::timeout(inner.publish_timeout, result).await {
+        Ok(Ok(outcomes)) if outcomes.iter().all(|o| o.is_safe()) => StatusCode::OK,
+        Ok(Ok(outcomes)) => {
             tracing::debug!(bot = %bot.ctx.bot.name, update_id, ?outcomes, "publish failed; answering 503");
             StatusCode::SERVICE_UNAVAILABLE
         }
+        Ok(Err(_)) => StatusCode::SERVICE_UNAVAILABLE,
         Err(_) => {
             tracing::debug!(bot = %bot.ctx.bot.name, update_id, "publish timed out; answering 503");
             StatusCode::SERVICE_UNAVAILABLE
         }
+    }
+}
+
+/// One update's publish, from `Begin::Publish` until it ends, however it ends (even
+/// by a panic): dropping it clears the in-flight mark, remembering an acked update.
+struct Publishing {
+    bot: Arc<WebhookBot>,
+    update_id: i64,
+    acked: bool,
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        let mut recent = self.bot.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.finish(self.update_id, self.acked, Instant::now());
     }
 }
 
