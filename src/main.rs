@@ -142,9 +142,18 @@ fn run(config: Config) -> ExitCode {
         .expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        Relay::from_config(config).await?.run(shutdown).await
+        // Handlers first: a SIGTERM while the sink connects must not kill the process.
+        tokio::spawn(cancel_on_signal(Signals::install(), shutdown.clone()));
+        let relay = tokio::select! {
+            relay = Relay::from_config(config) => relay?,
+            // Stopped while starting: nothing was fetched, so nothing to drain.
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        relay.run(shutdown).await
     });
+    // `run` has drained; a blocking call still out (a Kafka metadata probe cut short
+    // by a SIGTERM at start) must not hold the exit for its whole timeout.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -166,13 +175,26 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Cancels on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C), caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler installs"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler installs"),
+        }
+    }
+}
+
+async fn cancel_on_signal(mut signals: Signals, shutdown: CancellationToken) {
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = signals.term.recv() => tracing::info!("SIGTERM received"),
+        _ = signals.int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.cancel();
 }

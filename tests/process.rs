@@ -116,6 +116,36 @@ async fn killed_with_sigkill_mid_stream_and_restarted_it_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_sink_is_still_connecting_exits_zero() {
+    let api = FakeBotApi::start().await;
+    let token = token(424250);
+    api.add_bot(&token);
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: the Kafka sink keeps probing for its topics at start.
+    let config = format!(
+        "{}[sink]\nkind = \"kafka\"\n[sink.kafka]\nbrokers = \"127.0.0.1:{}\"\n",
+        bot_toml(&api, &token, 100),
+        free_port()
+    );
+    let mut relay = spawn(&config, dir.path(), "relay.log", &[]);
+    let log = dir.path().join("relay.log");
+    let probing = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("brokers are down")
+    };
+    assert!(eventually(10, probing).await, "the sink is connecting");
+    sigterm(&relay);
+    let status = wait_exit(&mut relay).await;
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(api.calls(&token).is_empty(), "it never started polling");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_confirms_relayed_updates_and_exits_zero_and_logs_never_show_the_token() {
     let api = FakeBotApi::start().await;
     let token = token(424243);
