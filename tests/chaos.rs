@@ -75,6 +75,17 @@ enum Chaos {
     CleanRestart,
 }
 
+impl Chaos {
+    fn name(self) -> &'static str {
+        match self {
+            Chaos::Sigkill => "sigkill",
+            Chaos::BrokerOutage => "broker outage",
+            Chaos::TelegramFaults => "telegram faults",
+            Chaos::CleanRestart => "clean restart",
+        }
+    }
+}
+
 fn run(mode: Mode, sink: SinkKind, chaos: Chaos) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -87,12 +98,8 @@ fn run(mode: Mode, sink: SinkKind, chaos: Chaos) {
 
 async fn scenario(mode: Mode, sink: SinkKind, chaos: Chaos) {
     let s = settings();
-    let name = format!(
-        "{} → {}: {}",
-        mode.name(),
-        sink.name(),
-        format!("{chaos:?}").to_lowercase()
-    );
+    let name = format!("{} → {}: {}", mode.name(), sink.name(), chaos.name());
+    let slug = format!("{}_{}_{}", mode.name(), sink.name(), chaos.name()).replace(' ', "_");
     let seed = rand::random::<u64>();
     let mut world = World::new(mode, sink, s.updates, seed).await;
     let counter = match sink {
@@ -129,7 +136,7 @@ async fn scenario(mode: Mode, sink: SinkKind, chaos: Chaos) {
         expect,
     )
     .await;
-    report(&verdict, seed);
+    report(&slug, &verdict, seed);
     let failures = verdict.failures();
     assert!(
         failures.is_empty(),
@@ -139,18 +146,12 @@ async fn scenario(mode: Mode, sink: SinkKind, chaos: Chaos) {
     );
 }
 
-fn report(verdict: &Verdict, seed: u64) {
+/// Prints the verdict and keeps its row for scripts/chaos's report.
+fn report(slug: &str, verdict: &Verdict, seed: u64) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos");
     std::fs::create_dir_all(&dir).unwrap();
-    let file = verdict
-        .scenario
-        .replace([' ', ':', '→'], "_")
-        .replace("__", "_");
-    std::fs::write(
-        dir.join(format!("{file}.md")),
-        format!("{}\n", verdict.row()),
-    )
-    .unwrap();
+    let row = format!("{}\n", verdict.row());
+    std::fs::write(dir.join(format!("{slug}.md")), row).unwrap();
     eprintln!(
         "{}\n{}\n(corpus seed {seed})",
         verdict::HEADER,

@@ -1,0 +1,76 @@
+# Shared by scripts/test, scripts/bench and scripts/chaos: installing and starting what
+# tgrelay's tests and benchmarks talk to. Source it; whatever it starts is stopped on exit.
+#
+#   - NATS with JetStream (Debian's nats-server) on 127.0.0.1:4222;
+#   - a Kafka-protocol broker on 127.0.0.1:9092: tansu 0.6.0 from crates.io with its
+#     in-memory storage (the first install compiles it, ~15 minutes on 2 cores; cargo
+#     keeps the binary in ~/.cargo/bin for every later run).
+
+started=()
+cleanup() {
+  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  for _ in $(seq 1 100); do port_open "$1" && return 0; sleep 0.2; done
+  echo "nothing listens on 127.0.0.1:$1 after 20 s" >&2
+  return 1
+}
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
+}
+
+# Build prerequisites of the bundled librdkafka: gcc, make, zlib and OpenSSL headers.
+build_deps() {
+  local missing=()
+  for pkg in gcc make zlib1g-dev libssl-dev pkg-config openssl; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+install_nats() {
+  command -v nats-server >/dev/null || apt_install nats-server
+}
+
+install_tansu() {
+  if ! command -v tansu >/dev/null; then
+    echo "installing tansu 0.6.0 (a Kafka-compatible broker) with cargo; this takes a while once"
+    cargo install tansu --locked --version 0.6.0 --features dynostore
+  fi
+}
+
+start_nats() {
+  export TEST_TGRELAY_NATS_URL=${TEST_TGRELAY_NATS_URL:-nats://127.0.0.1:4222}
+  if port_open 4222; then return 0; fi
+  install_nats
+  local dir
+  dir=$(mktemp -d -t tgrelay-nats.XXXXXX)
+  nats-server -js -a 127.0.0.1 -p 4222 -sd "$dir" >"$dir/nats.log" 2>&1 &
+  started+=($!)
+  wait_port 4222
+  echo "started nats-server (JetStream) on 127.0.0.1:4222, data in $dir"
+}
+
+start_kafka() {
+  export TEST_TGRELAY_KAFKA_BROKERS=${TEST_TGRELAY_KAFKA_BROKERS:-127.0.0.1:9092}
+  if port_open 9092; then return 0; fi
+  install_tansu
+  local dir
+  dir=$(mktemp -d -t tgrelay-kafka.XXXXXX)
+  (cd "$dir" && exec tansu broker --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/) \
+    >"$dir/tansu.log" 2>&1 &
+  started+=($!)
+  export TEST_TGRELAY_KAFKA_PID=$!
+  wait_port 9092
+  echo "started tansu (Kafka protocol) on 127.0.0.1:9092, log in $dir/tansu.log"
+}
