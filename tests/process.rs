@@ -137,12 +137,13 @@ async fn sigterm_while_the_sink_is_still_connecting_exits_zero() {
     assert!(eventually(10, probing).await, "the sink is connecting");
     sigterm(&relay);
     let status = wait_exit(&mut relay).await;
-    assert!(
-        status.success(),
-        "{status}: {}",
-        std::fs::read_to_string(&log).unwrap()
-    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {text}");
     assert!(api.calls(&token).is_empty(), "it never started polling");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes in a log file: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
