@@ -10,9 +10,12 @@
 //! polling the fake into fresh subjects/topics, timed from the moment the updates were
 //! queued (or the first getUpdates, if later) until the fake saw them all confirmed,
 //! with its CPU time per update (utime+stime from /proc, and this process's for (2) to
-//! compare) and its resident memory idle and at peak. Read "relay / sink alone" as the
-//! share of the broker's capacity one polling bot reaches: the getUpdates offset is
-//! both cursor and confirmation, so a bot cannot fetch batch k+1 before batch k is
+//! compare) and its resident memory idle and at peak under load; (4) the relay through
+//! a broker outage (`support/outage.rs`): its resident memory while a broker of the
+//! bench's own is away (`TEST_TGRELAY_BENCH_OUTAGE_SECS`, default 10 s) and updates
+//! keep coming, and that all are confirmed once it is back. Read "relay / sink alone"
+//! as the share of the broker's capacity one polling bot reaches: the getUpdates offset
+//! is both cursor and confirmation, so a bot cannot fetch batch k+1 before batch k is
 //! acked, and each 100 updates cost a getUpdates round trip plus a publish round trip,
 //! where (2) overlaps four batches. The fake runs in this process and shares the cores
 //! with the broker and the relay, so figures vary by run; they are measurements only,
@@ -48,9 +51,12 @@ pub mod corpus;
 #[allow(dead_code)]
 #[path = "../tests/support/fake_bot_api.rs"]
 pub mod fake_bot_api;
+#[path = "support/outage.rs"]
+mod outage;
 
 use corpus::Corpus;
 use fake_bot_api::FakeBotApi;
+use outage::OutageFigures;
 
 pub const BOT_ID: u64 = 424242;
 pub const TOKEN: &str = "424242:AAE-bench_token-424242";
@@ -70,6 +76,7 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let n = update_count()?;
     let brokers = selected_brokers()?;
+    let outage = outage::outage_duration()?;
     let corpus = Corpus::load();
     let updates = corpus.mixed(1, n, 7);
     let kinds: Vec<String> = corpus
@@ -81,21 +88,34 @@ async fn run() -> anyhow::Result<()> {
     let fake = fake_alone(updates.clone(), &kinds).await?;
     let mut results = Vec::new();
     for broker in brokers {
-        results.push((broker, measure(broker, &updates, &kinds).await?));
+        let mut figures = measure(broker, &updates, &kinds).await?;
+        if let Some(outage) = outage {
+            let updates = corpus.mixed(1, outage::BEFORE + outage::DURING, 13);
+            let through = outage::relay_through_outage(broker, updates, &kinds, outage).await?;
+            figures.outage = Some(through);
+        }
+        results.push((broker, figures));
     }
     print_markers("e2e_polling", || {
         print_input(&updates);
         print_fake(n, fake);
-        for (broker, (sink, relay)) in &results {
-            print_table(*broker, n, sink, relay);
+        for (broker, figures) in &results {
+            print_table(*broker, n, figures);
         }
     });
     print_markers("figures", || {
-        for (broker, (sink, relay)) in &results {
-            print_figures(*broker, n, sink, relay);
+        for (broker, figures) in &results {
+            print_figures(*broker, n, figures);
         }
     });
     Ok(())
+}
+
+/// Everything measured against one broker.
+struct BrokerFigures {
+    sink: SinkFigures,
+    relay: RelayFigures,
+    outage: Option<OutageFigures>,
 }
 
 /// The sink alone, then the relay, each on names of its own; cleans up either way.
@@ -103,13 +123,17 @@ async fn measure(
     broker: Broker,
     updates: &[Vec<u8>],
     kinds: &[String],
-) -> anyhow::Result<(SinkFigures, RelayFigures)> {
+) -> anyhow::Result<BrokerFigures> {
     let sink_names = Names::unique("sink");
     let relay_names = Names::unique("relay");
     let result = async {
         let sink = sink_alone(broker, updates, kinds, &sink_names).await?;
         let relay = relay_end_to_end(broker, updates.to_vec(), kinds, &relay_names).await?;
-        Ok((sink, relay))
+        Ok(BrokerFigures {
+            sink,
+            relay,
+            outage: None,
+        })
     }
     .await;
     for names in [&sink_names, &relay_names] {
@@ -238,16 +262,23 @@ impl Broker {
         })
     }
 
-    /// The `[sink]` tables of a relay configuration publishing to `names`.
-    fn relay_toml(self, names: &Names) -> String {
+    /// The shared broker: `TEST_TGRELAY_NATS_URL` or `TEST_TGRELAY_KAFKA_BROKERS`.
+    fn shared_address(self) -> String {
         match self {
-            Broker::Nats => nats_sink_toml(names),
+            Broker::Nats => nats_url(),
+            Broker::Kafka => kafka_brokers(),
+        }
+    }
+
+    /// The `[sink]` tables of a relay configuration publishing to `names` at `address`.
+    fn relay_toml(self, address: &str, names: &Names) -> String {
+        match self {
+            Broker::Nats => nats_toml(address, names),
             Broker::Kafka => format!(
-                "[sink]\nkind = \"kafka\"\n[sink.kafka]\nbrokers = \"{brokers}\"\n\
+                "[sink]\nkind = \"kafka\"\n[sink.kafka]\nbrokers = \"{address}\"\n\
                  topic = \"{prefix}.{{bot}}.{{kind}}\"\n\
                  dead_letter_topic = \"{prefix}.{{bot}}.deadletter\"\ncreate_topics = true\n\
                  replication_factor = 1\npartitions = 3\n",
-                brokers = kafka_brokers(),
                 prefix = names.prefix,
             ),
         }
@@ -276,11 +307,14 @@ pub fn nats_config(names: &Names) -> NatsSinkConfig {
 
 /// The `[sink]` tables of a relay configuration publishing to the NATS stream `names`.
 pub fn nats_sink_toml(names: &Names) -> String {
+    nats_toml(&nats_url(), names)
+}
+
+fn nats_toml(url: &str, names: &Names) -> String {
     format!(
         "[sink]\nkind = \"nats\"\n[sink.nats]\nurl = \"{url}\"\nstream = \"{stream}\"\n\
          stream_subjects = [\"{prefix}.>\"]\nsubject = \"{prefix}.{{bot}}.{{kind}}\"\n\
          dead_letter_subject = \"{prefix}.{{bot}}.deadletter\"\ncreate_stream = true\n",
-        url = nats_url(),
         stream = names.stream,
         prefix = names.prefix,
     )
@@ -461,6 +495,8 @@ impl RelayProcess {
             .arg(&config_path)
             .current_dir(dir)
             .env_remove("RUST_LOG")
+            // The log lands in the report as text: no ANSI colours.
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path)?);
         // The environment overrides the file; only the file should configure this run.
@@ -510,12 +546,18 @@ impl Drop for RelayProcess {
     }
 }
 
-fn relay_config(api_url: &str, kinds: &[String], broker: Broker, names: &Names) -> String {
+fn relay_config(
+    api_url: &str,
+    kinds: &[String],
+    broker: Broker,
+    address: &str,
+    names: &Names,
+) -> String {
     format!(
         "drain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
          [bots.main]\ntoken = \"{TOKEN}\"\napi_url = \"{api_url}\"\npoll_timeout = \"1s\"\n\
          poll_limit = {BATCH}\nallowed_updates = {kinds:?}\n{sink}",
-        sink = broker.relay_toml(names),
+        sink = broker.relay_toml(address, names),
     )
 }
 
@@ -530,7 +572,13 @@ async fn relay_end_to_end(
     let api = FakeBotApi::start().await;
     api.add_bot(TOKEN);
     let dir = tempfile::tempdir()?;
-    let config = relay_config(&api.base_url(), kinds, broker, names);
+    let config = relay_config(
+        &api.base_url(),
+        kinds,
+        broker,
+        &broker.shared_address(),
+        names,
+    );
     let mut relay = RelayProcess::spawn(&config, dir.path())?;
     wait_for_first_poll(&api, &mut relay).await?;
     tokio::time::sleep(IDLE).await;
@@ -693,10 +741,15 @@ fn print_fake(n: usize, fake: Duration) {
     );
 }
 
-fn print_table(broker: Broker, n: usize, sink: &SinkFigures, relay: &RelayFigures) {
+fn print_table(broker: Broker, n: usize, figures: &BrokerFigures) {
+    let BrokerFigures {
+        sink,
+        relay,
+        outage,
+    } = figures;
     let (label, sink_type) = (broker.label(), broker.sink_type());
     let ratio = rate(n, relay.elapsed) / rate(n, sink.elapsed);
-    let rows = [
+    let mut rows = vec![
         (
             format!("2. {sink_type} alone ({IN_FLIGHT} batches of {BATCH} in flight)"),
             throughput(n, sink.elapsed),
@@ -719,10 +772,28 @@ fn print_table(broker: Broker, n: usize, sink: &SinkFigures, relay: &RelayFigure
             format!("{:.1} MiB", mib(relay.rss_idle_kib)),
         ),
         (
-            "relay RSS peak (VmHWM)".into(),
+            "relay RSS peak under load (VmHWM)".into(),
             format!("{:.1} MiB", mib(relay.rss_peak_kib)),
         ),
     ];
+    if let Some(outage) = outage {
+        rows.push((
+            format!(
+                "4. relay RSS during a {} s {label} outage: start / peak / end (VmRSS every 100 ms)",
+                outage.duration.as_secs()
+            ),
+            format!(
+                "{:.1} / {:.1} / {:.1} MiB",
+                mib(outage.rss_start_kib),
+                mib(outage.rss_peak_kib),
+                mib(outage.rss_end_kib)
+            ),
+        ));
+        rows.push((
+            "all confirmed after the broker returned, within".into(),
+            format!("{:.1} s", outage.recovery.as_secs_f64()),
+        ));
+    }
     println!("Polling → {label}:\n");
     println!("| figure | value |");
     println!("|---|---:|");
@@ -730,16 +801,36 @@ fn print_table(broker: Broker, n: usize, sink: &SinkFigures, relay: &RelayFigure
         println!("| {figure} | {value} |");
     }
     println!();
-    if !relay.log.trim().is_empty() {
+    print_log("The relay logged (level warn)", &relay.log);
+    if let Some(outage) = outage {
         println!(
-            "The relay logged (level warn):\n\n```\n{}\n```\n",
-            relay.log.trim_end()
+            "4. Outage: after the relay had confirmed {} updates, {}; {} more updates were \
+             queued at the fake meanwhile ({} of them confirmed before the broker returned).\n",
+            outage::BEFORE,
+            outage::how(broker),
+            outage::DURING,
+            outage.confirmed_during
+        );
+        print_log(
+            "Through the outage the relay logged (level warn)",
+            &outage.log,
         );
     }
 }
 
+fn print_log(title: &str, log: &str) {
+    if !log.trim().is_empty() {
+        println!("{title}:\n\n```\n{}\n```\n", log.trim_end());
+    }
+}
+
 /// `key=value` lines for scripts/bench.
-fn print_figures(broker: Broker, n: usize, sink: &SinkFigures, relay: &RelayFigures) {
+fn print_figures(broker: Broker, n: usize, figures: &BrokerFigures) {
+    let BrokerFigures {
+        sink,
+        relay,
+        outage,
+    } = figures;
     let key = format!("polling.{}", broker.key());
     let (sink_rate, relay_rate) = (rate(n, sink.elapsed), rate(n, relay.elapsed));
     println!("{key}.sink_rate={sink_rate:.0}");
@@ -748,4 +839,17 @@ fn print_figures(broker: Broker, n: usize, sink: &SinkFigures, relay: &RelayFigu
     println!("{key}.cpu_us={:.1}", relay.cpu.us_per(n));
     println!("{key}.rss_idle_mib={:.1}", mib(relay.rss_idle_kib));
     println!("{key}.rss_peak_mib={:.1}", mib(relay.rss_peak_kib));
+    if let Some(outage) = outage {
+        println!("{key}.outage_s={}", outage.duration.as_secs());
+        println!(
+            "{key}.rss_outage_start_mib={:.1}",
+            mib(outage.rss_start_kib)
+        );
+        println!("{key}.rss_outage_peak_mib={:.1}", mib(outage.rss_peak_kib));
+        println!("{key}.rss_outage_end_mib={:.1}", mib(outage.rss_end_kib));
+        println!(
+            "{key}.outage_recovery_s={:.1}",
+            outage.recovery.as_secs_f64()
+        );
+    }
 }
