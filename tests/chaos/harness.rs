@@ -217,6 +217,16 @@ impl World {
     }
 
     pub async fn terminate(&mut self) {
+        // A SIGTERM in the first milliseconds of a process, before its handlers are
+        // installed, kills it outright, as for any program; its first Bot API call
+        // comes after them.
+        let spawned = *self.spawned_at.last().expect("spawned");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && !self.api.calls(&self.token).iter().any(|c| c.at >= spawned)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let status = self.relay.take().expect("the relay runs").terminate().await;
         if !status.success() {
             self.bad_exits.push(status.to_string());
