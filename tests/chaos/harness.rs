@@ -90,6 +90,16 @@ impl RelayProcess {
     }
 }
 
+/// A failing scenario must not leave its relay running.
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub struct World {
     pub mode: Mode,
     pub broker: Broker,
