@@ -30,6 +30,9 @@ use crate::source::webhook::{self, WebhookBot, WebhookServer};
 use crate::source::BotContext;
 use crate::telegram::BotApi;
 
+/// The longest the final flush may take at shutdown (the Kafka sink bounds its own at 5 s).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// A configured relay, ready to run.
 pub struct Relay {
     config: Config,
@@ -187,7 +190,7 @@ impl Running {
         };
         if all_stopped && !self.shutdown.is_cancelled() {
             self.shutdown.cancel();
-            self.sink.close().await;
+            close(&*self.sink).await;
             anyhow::bail!("every bot has stopped; see the errors above");
         }
         tracing::info!(deadline = %humantime::format_duration(self.drain_timeout), "shutting down: draining");
@@ -205,9 +208,20 @@ impl Running {
                 "drain deadline passed; unconfirmed updates will be relayed again on restart"
             );
         }
-        self.sink.close().await;
+        close(&*self.sink).await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Flushes the sink, but never waits long for a broker that is away: everything
+/// confirmed was acknowledged already, so only stragglers are at stake.
+async fn close(sink: &dyn Sink) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, sink.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker did not take the final flush in time; exiting anyway");
     }
 }
 

@@ -305,6 +305,31 @@ async fn second_poller(world: &World) {
     let _ = reqwest::get(&url).await;
 }
 
+/// A broker that is away at shutdown must not keep the relay from exiting: what it
+/// confirmed was acknowledged already.
+#[test]
+fn sigterm_while_the_broker_is_down_still_exits_zero() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut world = World::new(Mode::Polling, SinkKind::Nats, 200, 7).await;
+        world.spawn();
+        world.feed(100);
+        let token = world.token.clone();
+        assert!(
+            world
+                .api
+                .wait_for_confirmed(&token, 100, Duration::from_secs(60))
+                .await
+        );
+        world.broker.begin_outage();
+        world.feed_rest();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        world.terminate().await; // panics if the relay outlives 30 s
+        assert!(world.bad_exits.is_empty(), "{:?}", world.bad_exits);
+    });
+}
+
 macro_rules! scenarios {
     ($($name:ident: $mode:ident, $sink:ident, $chaos:ident;)*) => {$(
         #[test]
