@@ -125,6 +125,8 @@ async fn hostile_and_broken_requests_get_their_status_and_publish_nothing() {
         br#"{"message":{}}"#,
         br#"{"update_id":"1"}"#,
         b"",
+        b"{\"update_id\":9,\"message\":{\"chat\":{\"i\nd\":5}}}",
+        b"{\"update_id\":9,\"message\":{\"text\":\"\xe3\xe3\xb9\"}}",
     ] {
         assert_eq!(
             h.post(body, Some(SECRET)).await.status(),
@@ -154,7 +156,7 @@ async fn hostile_and_broken_requests_get_their_status_and_publish_nothing() {
     assert_eq!(h.sink.attempts(), 0);
     assert_eq!(
         (h.requests(401), h.requests(400), h.requests(413)),
-        (3.0, 5.0, 1.0)
+        (3.0, 7.0, 1.0)
     );
     h.relay.stop().await.unwrap();
 }

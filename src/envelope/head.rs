@@ -30,11 +30,42 @@ pub struct UpdateHead {
 impl UpdateHead {
     /// Reads the head of one update given as a whole JSON document (a webhook body).
     pub fn parse(bytes: &[u8]) -> Result<UpdateHead, MalformedUpdate> {
-        let raw: RawHead = serde_json::from_slice(bytes).map_err(|e| MalformedUpdate {
+        let not_json = |e: &dyn fmt::Display| MalformedUpdate {
             reason: format!("not valid JSON: {e}"),
-        })?;
+        };
+        check_text(bytes).map_err(|e| not_json(&e))?;
+        let raw: RawHead = serde_json::from_slice(bytes).map_err(|e| not_json(&e))?;
         raw.into_head()
     }
+}
+
+/// Checks what JSON requires of its text and serde_json does not check in what it reads
+/// as bytes or skips (the keys and ignored values here): UTF-8, and no raw control
+/// character inside a string. Relayed bytes must be JSON any consumer can read, and a
+/// raw line break in a key would be rewritten by the structured CloudEvent.
+pub(crate) fn check_text(json: &[u8]) -> Result<(), &'static str> {
+    if std::str::from_utf8(json).is_err() {
+        return Err("not UTF-8");
+    }
+    // Compact JSON, as Telegram sends it, has no control byte at all.
+    if !json.iter().any(|b| *b < 0x20) {
+        return Ok(());
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if !in_string {
+            in_string = b == b'"';
+        } else if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            in_string = false;
+        } else if b < 0x20 {
+            return Err("control character inside a string");
+        }
+    }
+    Ok(())
 }
 
 /// What the lenient pass found; [`RawHead::into_head`] decides whether it is an update.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
-use crate::envelope::head::RawHead;
+use crate::envelope::head::{check_text, RawHead};
 use crate::envelope::{MalformedUpdate, UpdateHead};
 
 /// One update of a getUpdates reply: its exact bytes and what they say.
@@ -62,6 +62,8 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Result<T, Failure>, Not
 
 /// Reads a getUpdates reply: the updates as zero-copy slices of `body`, in order.
 pub fn parse_updates(body: &Bytes) -> Result<Result<Vec<RawUpdate>, Failure>, NotAReply> {
+    // Like any syntax error, text that is not JSON text fails the whole reply.
+    check_text(body).map_err(|e| NotAReply(format!("not a Bot API reply: {e}")))?;
     let mut c = Cursor { buf: body, pos: 0 };
     let mut ok = None;
     let mut updates = None;
@@ -176,6 +178,16 @@ mod tests {
         parse_updates(&Bytes::copy_from_slice(body.as_bytes()))
             .expect("a reply")
             .expect("ok")
+    }
+
+    #[test]
+    fn a_reply_that_is_not_json_text_is_not_a_reply() {
+        for body in [
+            &b"{\"ok\":true,\"result\":[{\"update_id\":1,\"a\rb\":{}}]}"[..],
+            b"{\"ok\":true,\"result\":[{\"update_id\":1,\"message\":{\"text\":\"\xff\"}}]}",
+        ] {
+            assert!(parse_updates(&Bytes::copy_from_slice(body)).is_err());
+        }
     }
 
     #[test]

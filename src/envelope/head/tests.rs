@@ -111,3 +111,22 @@ fn not_an_update_is_malformed_with_a_reason() {
         .reason
         .starts_with("not valid JSON"));
 }
+
+#[test]
+fn text_that_is_not_json_text_is_malformed() {
+    let not_json = |bytes: &[u8]| {
+        UpdateHead::parse(bytes)
+            .unwrap_err()
+            .reason
+            .starts_with("not valid JSON")
+    };
+    // Broken UTF-8 in a value the head skips, and a raw line break inside a key.
+    assert!(not_json(
+        b"{\"update_id\":1,\"message\":{\"text\":\"\xe3\xe3\xb9\"}}"
+    ));
+    assert!(not_json(
+        b"{\"update_id\":1,\"message\":{\"chat\":{\"i\nd\":5}}}"
+    ));
+    // Whitespace between tokens is fine.
+    assert!(UpdateHead::parse(b"{\n\t\"update_id\" :\r\n 1}").is_ok());
+}
