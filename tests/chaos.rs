@@ -169,10 +169,20 @@ async fn sigkill_cycles(world: &mut World, cycles: usize) {
     world.spawn();
     for _ in 0..cycles {
         world.feed_for(random_ms(100..1500)).await;
+        // Every other kill lands just after a burst, while its batch is being published.
+        if rand::random::<bool>() {
+            world.feed(super_batch());
+            tokio::time::sleep(random_ms(0..20)).await;
+        }
         world.kill();
         world.feed_for(random_ms(0..300)).await;
         world.spawn();
     }
+}
+
+/// A burst of updates: a full batch and then some.
+fn super_batch() -> usize {
+    harness::POLL_LIMIT * 3 / 2
 }
 
 async fn clean_restarts(world: &mut World, restarts: usize) {
