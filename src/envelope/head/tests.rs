@@ -127,6 +127,12 @@ fn text_that_is_not_json_text_is_malformed() {
     assert!(not_json(
         b"{\"update_id\":1,\"message\":{\"chat\":{\"i\nd\":5}}}"
     ));
+    // Far into a long body, where it is read in whole chunks.
+    let long = format!(
+        "{{\"update_id\":1,\"message\":{{\"text\":\"{}\",\"a\tb\":1,\"chat\":{{\"id\":5}}}}}}",
+        "x".repeat(200)
+    );
+    assert!(not_json(long.as_bytes()));
     // Whitespace between tokens is fine.
     assert!(UpdateHead::parse(b"{\n\t\"update_id\" :\r\n 1}").is_ok());
 }
