@@ -203,10 +203,7 @@ async fn answer(
         return StatusCode::SERVICE_UNAVAILABLE;
     };
     let envelope = Envelope::from_head(&bot.ctx.bot, head, body, SystemTime::now());
-    // The publish runs on its own: a broker may still take the update after this
-    // request timed out, and then Telegram's retry gets a 200 instead of a new copy.
-    let (done, result) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let mut publish = Box::pin(async move {
         let mut publishing = publishing;
         let outcomes = publishing
             .bot
@@ -214,18 +211,19 @@ async fn answer(
             .publish(std::slice::from_ref(&envelope))
             .await;
         publishing.acked = outcomes.iter().all(|o| o.is_safe());
-        drop(publishing);
         drop(permit);
-        let _ = done.send(outcomes);
+        outcomes
     });
-    match tokio::time::timeout(inner.publish_timeout, result).await {
-        Ok(Ok(outcomes)) if outcomes.iter().all(|o| o.is_safe()) => StatusCode::OK,
-        Ok(Ok(outcomes)) => {
+    match tokio::time::timeout(inner.publish_timeout, publish.as_mut()).await {
+        Ok(outcomes) if outcomes.iter().all(|o| o.is_safe()) => StatusCode::OK,
+        Ok(outcomes) => {
             tracing::debug!(bot = %bot.ctx.bot.name, update_id, ?outcomes, "publish failed; answering 503");
             StatusCode::SERVICE_UNAVAILABLE
         }
-        Ok(Err(_)) => StatusCode::SERVICE_UNAVAILABLE,
         Err(_) => {
+            // The publish goes on by itself: a broker may still take the update, and
+            // then Telegram's retry gets a 200 instead of adding a second copy.
+            tokio::spawn(publish);
             tracing::debug!(bot = %bot.ctx.bot.name, update_id, "publish timed out; answering 503");
             StatusCode::SERVICE_UNAVAILABLE
         }
