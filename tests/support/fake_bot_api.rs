@@ -162,7 +162,9 @@ impl FakeBotApi {
 
     /// Update ids confirmed by an offset, in the order they were confirmed.
     pub fn confirmed(&self, token: &str) -> Vec<i64> {
-        self.bot(token, |bot| bot.confirmed.clone())
+        self.bot(token, |bot| {
+            bot.confirmed.iter().map(|(id, _)| *id).collect()
+        })
     }
 
     /// Update ids dropped without confirmation: by a negative offset, by
@@ -202,10 +204,10 @@ impl FakeBotApi {
         self.bot(token, |bot| bot.faults.values().map(VecDeque::len).sum())
     }
 
-    /// When each update was first confirmed (by an offset, or by a webhook's 2xx), by
+    /// When each update was confirmed (by an offset, or by a webhook's 2xx), by
     /// the wall clock, so it can be compared with a broker's timestamps.
     pub fn confirmation_times(&self, token: &str) -> HashMap<i64, SystemTime> {
-        self.bot(token, |bot| bot.confirmed_at.clone())
+        self.bot(token, |bot| bot.confirmed.iter().copied().collect())
     }
 
     /// Sets or clears the webhook URL as if done outside the relay. It never starts
@@ -295,8 +297,8 @@ struct State {
 struct Bot {
     id: i64,
     queue: VecDeque<Queued>,
-    confirmed: Vec<i64>,
-    confirmed_at: HashMap<i64, SystemTime>,
+    /// In the order confirmed, with when (an update leaves the queue once, so once each).
+    confirmed: Vec<(i64, SystemTime)>,
     forgotten: Vec<i64>,
     /// Injected faults by lowercased method name.
     faults: HashMap<String, VecDeque<Fault>>,
@@ -360,7 +362,6 @@ impl Bot {
             id,
             queue: VecDeque::new(),
             confirmed: Vec::new(),
-            confirmed_at: HashMap::new(),
             forgotten: Vec::new(),
             faults: HashMap::new(),
             webhook_url: None,
@@ -397,8 +398,7 @@ impl Bot {
 
     fn confirm(&mut self, update_id: Option<i64>) {
         if let Some(id) = update_id {
-            self.confirmed.push(id);
-            self.confirmed_at.entry(id).or_insert_with(SystemTime::now);
+            self.confirmed.push((id, SystemTime::now()));
         }
     }
 
