@@ -53,6 +53,9 @@ pub mod corpus;
 pub mod fake_bot_api;
 #[path = "support/outage.rs"]
 mod outage;
+#[allow(dead_code)]
+#[path = "../tests/support/private_broker.rs"]
+mod private_broker;
 
 use corpus::Corpus;
 use fake_bot_api::FakeBotApi;

@@ -20,8 +20,6 @@
 //! updates. Each scenario writes its verdict row to `target/tmp/chaos/`. Scenarios run
 //! one at a time: they measure the relay's memory and CPU.
 
-#[path = "chaos/brokers.rs"]
-mod brokers;
 #[path = "chaos/harness.rs"]
 mod harness;
 mod support;
@@ -31,11 +29,13 @@ mod verdict;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use brokers::SinkKind;
 use harness::{Mode, World};
 use rand::Rng;
 use support::fake_bot_api::Fault;
-use verdict::{Expectations, Outage, PublishCounter, Verdict, FOREIGN_MARK, RETRY_AFTER};
+use support::private_broker::BrokerKind;
+use verdict::{
+    Duplicates, Expectations, Outage, PublishCounter, Verdict, FOREIGN_MARK, RETRY_AFTER,
+};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -86,47 +86,41 @@ impl Chaos {
     }
 }
 
-fn run(mode: Mode, sink: SinkKind, chaos: Chaos) {
+/// Runs `test` alone among this binary's tests: they measure the relay's memory and CPU.
+fn serially(test: impl std::future::Future<Output = ()>) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(scenario(mode, sink, chaos));
+    runtime.block_on(test);
 }
 
-async fn scenario(mode: Mode, sink: SinkKind, chaos: Chaos) {
+async fn scenario(mode: Mode, sink: BrokerKind, chaos: Chaos) {
     let s = settings();
     let name = format!("{} → {}: {}", mode.name(), sink.name(), chaos.name());
     let slug = format!("{}_{}_{}", mode.name(), sink.name(), chaos.name()).replace(' ', "_");
     let seed = rand::random::<u64>();
     let mut world = World::new(mode, sink, s.updates, seed).await;
     let counter = match sink {
-        SinkKind::Nats => Some(PublishCounter::start(&world.broker.address()).await),
-        SinkKind::Kafka => None,
+        BrokerKind::Nats => Some(PublishCounter::start(&world.broker.address()).await),
+        BrokerKind::Kafka => None,
     };
-    let mut outage = None;
-    let mut faults = 0;
-    let (mut per_crash, mut none) = (false, false);
+    let duplicates = match chaos {
+        Chaos::Sigkill => Duplicates::PerCrash,
+        Chaos::CleanRestart => Duplicates::NoneAllowed,
+        Chaos::BrokerOutage | Chaos::TelegramFaults => Duplicates::Reported,
+    };
+    let (mut outage, mut faults) = (None, 0);
     match chaos {
-        Chaos::Sigkill => {
-            per_crash = true;
-            sigkill_cycles(&mut world, s.kill_cycles).await;
-        }
+        Chaos::Sigkill => sigkill_cycles(&mut world, s.kill_cycles).await,
         Chaos::BrokerOutage => outage = Some(broker_outage(&mut world).await),
         Chaos::TelegramFaults => faults = telegram_faults(&mut world, s.storm).await,
-        Chaos::CleanRestart => {
-            none = true;
-            clean_restarts(&mut world, s.clean_restarts).await;
-        }
+        Chaos::CleanRestart => clean_restarts(&mut world, s.clean_restarts).await,
     }
     let all_confirmed = world.finish(CATCH_UP).await;
-    let expect = Expectations {
-        per_crash,
-        none,
-        faults,
-    };
+    let expect = Expectations { duplicates, faults };
     let verdict = Verdict::judge(
         &name,
         &world,
@@ -319,10 +313,8 @@ async fn second_poller(world: &World) {
 /// confirmed was acknowledged already.
 #[test]
 fn sigterm_while_the_broker_is_down_still_exits_zero() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut world = World::new(Mode::Polling, SinkKind::Nats, 200, 7).await;
+    serially(async {
+        let mut world = World::new(Mode::Polling, BrokerKind::Nats, 200, 7).await;
         world.spawn();
         world.feed(100);
         let token = world.token.clone();
@@ -344,7 +336,7 @@ macro_rules! scenarios {
     ($($name:ident: $mode:ident, $sink:ident, $chaos:ident;)*) => {$(
         #[test]
         fn $name() {
-            run(Mode::$mode, SinkKind::$sink, Chaos::$chaos);
+            serially(scenario(Mode::$mode, BrokerKind::$sink, Chaos::$chaos));
         }
     )*};
 }

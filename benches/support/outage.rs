@@ -11,14 +11,12 @@
 //! SIGSTOP and thawed with SIGCONT instead (a hung broker: connections stay open,
 //! nothing answers).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use tempfile::TempDir;
 
 use super::fake_bot_api::FakeBotApi;
+use super::private_broker::{BrokerKind, PrivateBroker};
 use super::{
     proc_status_kib, relay_config, wait_for_first_poll, Broker, Names, RelayProcess, TOKEN,
 };
@@ -77,7 +75,10 @@ pub async fn relay_through_outage(
         "the outage needs more than {BEFORE} updates"
     );
     let total = updates.len();
-    let mut server = PrivateBroker::start(broker).await?;
+    let mut server = PrivateBroker::start(match broker {
+        Broker::Nats => BrokerKind::Nats,
+        Broker::Kafka => BrokerKind::Kafka,
+    });
     let api = FakeBotApi::start().await;
     api.add_bot(TOKEN);
     let dir = tempfile::tempdir()?;
@@ -97,7 +98,7 @@ pub async fn relay_through_outage(
         );
     }
 
-    server.take_away().await?;
+    server.begin_outage();
     let rss_start_kib = proc_status_kib(relay.pid(), "VmRSS")?;
     let (mut rss_peak_kib, mut rss_end_kib) = (rss_start_kib, rss_start_kib);
     api.push_updates(TOKEN, during.to_vec());
@@ -110,7 +111,7 @@ pub async fn relay_through_outage(
     }
     let confirmed_during = api.confirmed(TOKEN).len().saturating_sub(BEFORE);
 
-    server.bring_back().await?;
+    server.end_outage();
     let back = Instant::now();
     // Room for a publish timeout and a backoff step or two, then the catch-up.
     let within = Duration::from_secs(120 + total as u64 / 100);
@@ -123,7 +124,7 @@ pub async fn relay_through_outage(
          relay log:\n{}\nbroker log (end):\n{}",
         api.confirmed(TOKEN).len(),
         relay.log(),
-        server.log_tail()
+        server.log_tail(30)
     );
     let log = relay.log();
     relay.terminate().await?;
@@ -136,145 +137,4 @@ pub async fn relay_through_outage(
         recovery,
         log,
     })
-}
-
-/// A broker of the bench's own on a free port; killed when dropped.
-struct PrivateBroker {
-    broker: Broker,
-    port: u16,
-    /// Holds the store (NATS) and the broker's log.
-    dir: TempDir,
-    child: Child,
-}
-
-impl PrivateBroker {
-    async fn start(broker: Broker) -> anyhow::Result<PrivateBroker> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let dir = tempfile::tempdir()?;
-        let child = spawn(broker, port, dir.path())?;
-        let mut server = PrivateBroker {
-            broker,
-            port,
-            dir,
-            child,
-        };
-        server.wait_until_listening().await?;
-        Ok(server)
-    }
-
-    /// What the relay's configuration names as the broker.
-    fn address(&self) -> String {
-        match self.broker {
-            Broker::Nats => format!("nats://127.0.0.1:{}", self.port),
-            Broker::Kafka => format!("127.0.0.1:{}", self.port),
-        }
-    }
-
-    async fn take_away(&mut self) -> anyhow::Result<()> {
-        match self.broker {
-            Broker::Nats => {
-                signal(&self.child, "TERM")?;
-                for _ in 0..300 {
-                    if self.child.try_wait()?.is_some() {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                bail!("nats-server did not exit within 30 s of SIGTERM")
-            }
-            Broker::Kafka => signal(&self.child, "STOP"),
-        }
-    }
-
-    async fn bring_back(&mut self) -> anyhow::Result<()> {
-        match self.broker {
-            Broker::Nats => {
-                self.child = spawn(self.broker, self.port, self.dir.path())?;
-                self.wait_until_listening().await
-            }
-            Broker::Kafka => signal(&self.child, "CONT"),
-        }
-    }
-
-    async fn wait_until_listening(&mut self) -> anyhow::Result<()> {
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the private broker exited ({status}):\n{}", self.log_tail());
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!(
-            "the private broker does not listen on 127.0.0.1:{} after 30 s",
-            self.port
-        )
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        // SIGKILL ends a stopped (SIGSTOP) process too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the broker on `port`, storing (NATS) and logging in `dir`; the log is
-/// appended to, so a restart keeps the earlier run's lines.
-fn spawn(broker: Broker, port: u16, dir: &Path) -> anyhow::Result<Child> {
-    let port = port.to_string();
-    let mut command = match broker {
-        Broker::Nats => {
-            let mut command = Command::new("nats-server");
-            command.args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"]);
-            command.arg(dir.join("store"));
-            command
-        }
-        Broker::Kafka => {
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut command = Command::new("tansu");
-            command.args(["broker", "--listener-url", &url]);
-            command.args(["--advertised-listener-url", &url]);
-            command.args(["--storage-engine", "memory://tansu/"]);
-            command
-        }
-    };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("broker.log"))?;
-    command
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {:?} for the outage (install it, as scripts/bench does, \
-                 or set TEST_TGRELAY_BENCH_OUTAGE_SECS=0 to skip the outage)",
-                command.get_program()
-            )
-        })
-}
-
-fn signal(child: &Child, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()?;
-    ensure!(status.success(), "kill -{name} {} failed", child.id());
-    Ok(())
 }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::brokers::{signal, Broker, SinkKind};
 use super::support::corpus::Corpus;
 use super::support::fake_bot_api::{FakeBotApi, WebhookTiming};
+use super::support::private_broker::{signal, BrokerKind, PrivateBroker};
 use super::support::relay::{allow_future_kinds, free_port, token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tgrelay");
@@ -102,7 +102,7 @@ impl Drop for RelayProcess {
 
 pub struct World {
     pub mode: Mode,
-    pub broker: Broker,
+    pub broker: PrivateBroker,
     pub api: FakeBotApi,
     pub token: String,
     /// Every update the scenario feeds, in update_id order from 1.
@@ -124,9 +124,9 @@ pub struct World {
 }
 
 impl World {
-    pub async fn new(mode: Mode, sink: SinkKind, count: usize, seed: u64) -> World {
-        let broker = Broker::start(sink);
-        if sink == SinkKind::Kafka {
+    pub async fn new(mode: Mode, sink: BrokerKind, count: usize, seed: u64) -> World {
+        let broker = PrivateBroker::start(sink);
+        if sink == BrokerKind::Kafka {
             super::verdict::create_kafka_topics(&broker.address()).await;
         }
         let api = FakeBotApi::start().await;
@@ -268,7 +268,7 @@ impl World {
     }
 }
 
-fn relay_config(mode: Mode, broker: &Broker, api_url: &str, token: &str) -> String {
+fn relay_config(mode: Mode, broker: &PrivateBroker, api_url: &str, token: &str) -> String {
     let mut toml = String::from("drain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n");
     let port = free_port();
     if mode == Mode::Webhook {
@@ -277,13 +277,13 @@ fn relay_config(mode: Mode, broker: &Broker, api_url: &str, token: &str) -> Stri
         ));
     }
     toml.push_str(&match broker.kind {
-        SinkKind::Nats => format!(
+        BrokerKind::Nats => format!(
             "[sink]\nkind = \"nats\"\n[sink.nats]\nurl = \"{}\"\nstream = \"{STREAM}\"\n\
              stream_subjects = [\"{PREFIX}.>\"]\nsubject = \"{PREFIX}.{{bot}}.{{kind}}\"\n\
              dead_letter_subject = \"{PREFIX}.{{bot}}.deadletter\"\n",
             broker.address()
         ),
-        SinkKind::Kafka => format!(
+        BrokerKind::Kafka => format!(
             "[sink]\nkind = \"kafka\"\n[sink.kafka]\nbrokers = \"{}\"\ntopic = \"{PREFIX}.{{bot}}\"\n\
              dead_letter_topic = \"{PREFIX}.{{bot}}.deadletter\"\n",
             broker.address()

@@ -11,8 +11,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-use super::brokers::SinkKind;
 use super::harness::{Mode, World, BOT_ID, MAX_CONNECTIONS, POLL_LIMIT, PREFIX, SECRET, STREAM};
+use super::support::private_broker::BrokerKind;
 use super::support::{kafka, nats};
 
 /// What every 429 the scenarios inject asks for.
@@ -132,11 +132,18 @@ pub struct Verdict {
     pub bad_exits: Vec<String>,
 }
 
+/// How many duplicates a scenario allows.
+pub enum Duplicates {
+    /// One batch (polling) or max_connections (webhook) per crash.
+    PerCrash,
+    /// None: only clean restarts happened.
+    NoneAllowed,
+    /// Reported, not bounded (the issue sets no bound for outages and faults).
+    Reported,
+}
+
 pub struct Expectations {
-    /// Duplicates allowed per crash: one batch (polling) or max_connections (webhook).
-    pub per_crash: bool,
-    /// A scenario with only clean restarts allows none.
-    pub none: bool,
+    pub duplicates: Duplicates,
     /// Faults injected into Bot API calls, for the bound on calls.
     pub faults: usize,
 }
@@ -173,12 +180,10 @@ impl Verdict {
             Mode::Polling => POLL_LIMIT,
             Mode::Webhook => MAX_CONNECTIONS,
         };
-        let duplicate_bound = if expect.none {
-            Some(0)
-        } else if expect.per_crash {
-            Some(world.crashes * unit)
-        } else {
-            None
+        let duplicate_bound = match expect.duplicates {
+            Duplicates::PerCrash => Some(world.crashes * unit),
+            Duplicates::NoneAllowed => Some(0),
+            Duplicates::Reported => None,
         };
         let (retry_after_violations, fast_retries, calls) = check_calls(world);
         let elapsed = world.started.elapsed().as_secs() as usize;
@@ -354,7 +359,7 @@ async fn read_broker(world: &World) -> (HashMap<String, Held>, &'static str) {
             });
     };
     match world.broker.kind {
-        SinkKind::Nats => {
+        BrokerKind::Nats => {
             let client = async_nats::connect(world.broker.address())
                 .await
                 .expect("NATS for the reader");
@@ -368,7 +373,7 @@ async fn read_broker(world: &World) -> (HashMap<String, Held>, &'static str) {
             }
             (held, "server time")
         }
-        SinkKind::Kafka => {
+        BrokerKind::Kafka => {
             let address = world.broker.address();
             let records =
                 tokio::task::spawn_blocking(move || kafka::read_prefix_at(&address, PREFIX))

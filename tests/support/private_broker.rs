@@ -1,45 +1,46 @@
-//! Private brokers: each chaos scenario starts its own nats-server or tansu on a free
-//! port, so it can stop or freeze it without touching the brokers other tests share.
-//! Both binaries are installed by scripts/test.
+//! A broker of one's own: a nats-server or tansu on a free port, so a chaos scenario or
+//! a benchmark can stop or freeze it without touching the brokers other tests share.
+//! scripts/test, scripts/bench and scripts/chaos install both binaries.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::relay::free_port;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
+pub enum BrokerKind {
     Nats,
     Kafka,
 }
 
-impl SinkKind {
+impl BrokerKind {
     pub fn name(self) -> &'static str {
         match self {
-            SinkKind::Nats => "nats",
-            SinkKind::Kafka => "kafka",
+            BrokerKind::Nats => "nats",
+            BrokerKind::Kafka => "kafka",
         }
     }
 }
 
-pub struct Broker {
-    pub kind: SinkKind,
+/// Killed when dropped (SIGKILL ends a frozen process too).
+pub struct PrivateBroker {
+    pub kind: BrokerKind,
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    frozen: bool,
 }
 
-impl Broker {
-    pub fn start(kind: SinkKind) -> Broker {
-        let mut broker = Broker {
+impl PrivateBroker {
+    pub fn start(kind: BrokerKind) -> PrivateBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut broker = PrivateBroker {
             kind,
-            port: free_port(),
+            port,
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
-            frozen: false,
         };
         broker.spawn();
         broker
@@ -48,8 +49,8 @@ impl Broker {
     /// `nats://127.0.0.1:<port>` or `127.0.0.1:<port>`, as the sink's config wants it.
     pub fn address(&self) -> String {
         match self.kind {
-            SinkKind::Nats => format!("nats://127.0.0.1:{}", self.port),
-            SinkKind::Kafka => format!("127.0.0.1:{}", self.port),
+            BrokerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
+            BrokerKind::Kafka => format!("127.0.0.1:{}", self.port),
         }
     }
 
@@ -58,34 +59,39 @@ impl Broker {
     /// so it is frozen (SIGSTOP) instead: a hung broker.
     pub fn outage_name(&self) -> &'static str {
         match self.kind {
-            SinkKind::Nats => "down",
-            SinkKind::Kafka => "hung",
+            BrokerKind::Nats => "down",
+            BrokerKind::Kafka => "hung",
         }
     }
 
     pub fn begin_outage(&mut self) {
         match self.kind {
-            SinkKind::Nats => {
+            BrokerKind::Nats => {
                 let mut child = self.child.take().expect("running");
                 // SIGTERM: nats-server flushes JetStream before it exits.
                 signal(child.id(), "TERM");
                 child.wait().expect("nats-server exits");
             }
-            SinkKind::Kafka => {
+            BrokerKind::Kafka => {
                 signal(self.pid(), "STOP");
-                self.frozen = true;
             }
         }
     }
 
     pub fn end_outage(&mut self) {
         match self.kind {
-            SinkKind::Nats => self.spawn(),
-            SinkKind::Kafka => {
+            BrokerKind::Nats => self.spawn(),
+            BrokerKind::Kafka => {
                 signal(self.pid(), "CONT");
-                self.frozen = false;
             }
         }
+    }
+
+    /// The last `lines` lines the broker logged, for a failure message.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     fn pid(&self) -> u32 {
@@ -100,13 +106,13 @@ impl Broker {
             .expect("the broker's log file");
         let port = self.port.to_string();
         let mut command = match self.kind {
-            SinkKind::Nats => {
+            BrokerKind::Nats => {
                 let mut c = Command::new("nats-server");
                 c.args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
-                    .arg(self.dir.path());
+                    .arg(self.dir.path().join("store"));
                 c
             }
-            SinkKind::Kafka => {
+            BrokerKind::Kafka => {
                 let url = format!("tcp://127.0.0.1:{port}");
                 let mut c = Command::new(tansu());
                 c.args(["broker", "--listener-url", &url])
@@ -123,21 +129,37 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "starting {} (scripts/test installs it): {e}",
+                    "starting {} (scripts/test, scripts/bench and scripts/chaos install it): {e}",
                     self.kind.name()
                 )
             });
         self.child = Some(child);
-        wait_listening(self.port);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("the broker's status") {
+                panic!(
+                    "the private broker exited ({status}):\n{}",
+                    self.log_tail(30)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on 127.0.0.1:{}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
-impl Drop for Broker {
+impl Drop for PrivateBroker {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            if self.frozen {
-                signal(child.id(), "CONT");
-            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -161,15 +183,4 @@ pub fn signal(pid: u32, name: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill -{name} {pid}");
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
