@@ -7,10 +7,12 @@
 //! this process posts generated updates (`Corpus::mixed`, every kind, ~800 bytes,
 //! distinct update ids) with the secret-token header over HTTP/1.1 keep-alive: N
 //! connections (40, then 100, as Telegram's `max_connections` allows), each a task
-//! posting one update at a time and awaiting the answer. Against it, the sink alone:
+//! posting one update at a time and awaiting the answer. The generator writes its
+//! requests on bare sockets (as wrk does), because on 2 cores an HTTP client library
+//! costs more CPU per request than the relay itself and would measure the generator. Against it, the sink alone:
 //! N tasks each publishing a single-envelope batch and awaiting its PubAck before the
 //! next. Both get a short warm-up, then `TEST_TGRELAY_BENCH_REQUESTS` (default
-//! 20 000) items per level; every item's wall time is kept, sorted, and read for
+//! 100 000) items per level; every item's wall time is kept, sorted, and read for
 //! p50 and p99. The relay's CPU (utime+stime from /proc) covers the measured phase
 //! only. Everything shares the machine's cores with NATS, so figures vary by run;
 //! the targets (≥ 70 % of the sink-alone rate at 100 connections, p99 within 2 ms of
@@ -18,17 +20,19 @@
 //! helpers come from `e2e_polling.rs`, included as a module.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use bytes::Bytes;
 use tgrelay::config::EnvelopeMode;
 use tgrelay::envelope::Envelope;
 use tgrelay::sink::nats::NatsSink;
 use tgrelay::sink::Sink;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 #[allow(dead_code)]
 #[path = "e2e_polling.rs"]
@@ -46,6 +50,7 @@ const CONCURRENCY: [usize; 2] = [40, 100];
 /// Items each connection or task sends before the measured phase.
 const WARM_UP_PER_TASK: usize = 10;
 const SECRET: &str = "bench-Secret_token-0123456789";
+const WEBHOOK_PATH: &str = "/telegram/main";
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -55,7 +60,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let n = env_count("TEST_TGRELAY_BENCH_REQUESTS", 20_000)?;
+    let n = env_count("TEST_TGRELAY_BENCH_REQUESTS", 100_000)?;
     print_machine();
     let sink_names = Names::unique("whsink");
     let relay_names = Names::unique("webhook");
@@ -96,7 +101,6 @@ async fn measure(n: usize, sink_names: &Names, relay_names: &Names) -> anyhow::R
     let mut relay = RelayProcess::spawn(&config, dir.path())?;
     wait_for_listener(addr, &mut relay).await?;
     let rss_idle_kib = proc_status_kib(relay.pid(), "VmRSS")?;
-    let poster = Poster::new(addr)?;
     let (mut levels, mut bytes, mut posted) = (Vec::new(), 0, 0);
     for (i, &concurrency) in CONCURRENCY.iter().enumerate() {
         let warm_up = concurrency * WARM_UP_PER_TASK;
@@ -106,7 +110,7 @@ async fn measure(n: usize, sink_names: &Names, relay_names: &Names) -> anyhow::R
         let (warm, measured) = updates.split_at(warm_up);
         let sink_run = sink_level(&sink, concurrency, warm, measured).await?;
         let (relay_run, relay_cpu) =
-            relay_level(&poster, &mut relay, concurrency, warm, measured).await?;
+            relay_level(addr, &mut relay, concurrency, warm, measured).await?;
         posted += updates.len();
         levels.push(Level {
             concurrency,
@@ -149,40 +153,46 @@ impl Run {
     }
 }
 
-/// Runs `op(0..count)` from `concurrency` tasks, each awaiting one item before taking
-/// the next; fails on the first failed item.
-async fn drive<F, Fut>(concurrency: usize, count: usize, op: F) -> anyhow::Result<Run>
+/// Runs `op(state, 0..count)` from one task per state, each awaiting one item before
+/// taking the next; fails on the first failed item. The states (connections) come back
+/// for the next run.
+async fn drive<S, F, Fut>(states: Vec<S>, count: usize, op: F) -> anyhow::Result<(Run, Vec<S>)>
 where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    S: Send + 'static,
+    F: Fn(S, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<S>> + Send + 'static,
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicUsize::new(0));
+    let per_task = count / states.len().max(1) + 1;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+    let tasks: Vec<_> = states
+        .into_iter()
+        .map(|mut state| {
             let (op, next) = (Arc::clone(&op), Arc::clone(&next));
             tokio::spawn(async move {
-                let mut times = Vec::with_capacity(count / concurrency + 1);
+                let mut times = Vec::with_capacity(per_task);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
-                        return Ok::<_, anyhow::Error>(times);
+                        return Ok::<_, anyhow::Error>((times, state));
                     }
                     let sent = Instant::now();
-                    op(i).await?;
+                    state = op(state, i).await?;
                     times.push(sent.elapsed());
                 }
             })
         })
         .collect();
-    let mut sorted = Vec::with_capacity(count);
+    let (mut sorted, mut states) = (Vec::with_capacity(count), Vec::new());
     for task in tasks {
-        sorted.extend(task.await??);
+        let (times, state) = task.await??;
+        sorted.extend(times);
+        states.push(state);
     }
     let elapsed = started.elapsed();
     sorted.sort_unstable();
-    Ok(Run { elapsed, sorted })
+    Ok((Run { elapsed, sorted }, states))
 }
 
 // ---- The sink alone ----
@@ -204,7 +214,8 @@ async fn publish_all(
     envelopes: Vec<Envelope>,
 ) -> anyhow::Result<Run> {
     let (sink, envelopes) = (Arc::clone(sink), Arc::new(envelopes));
-    drive(concurrency, envelopes.len(), move |i| {
+    let tasks = vec![(); concurrency];
+    let (run, _) = drive(tasks, envelopes.len(), move |(), i| {
         let (sink, envelopes) = (Arc::clone(&sink), Arc::clone(&envelopes));
         async move {
             let outcomes = sink.publish(std::slice::from_ref(&envelopes[i])).await;
@@ -215,7 +226,8 @@ async fn publish_all(
             Ok(())
         }
     })
-    .await
+    .await?;
+    Ok(run)
 }
 
 // ---- The relay ----
@@ -251,72 +263,119 @@ async fn wait_for_listener(addr: SocketAddr, relay: &mut RelayProcess) -> anyhow
     )
 }
 
-/// Posts updates to the relay's webhook as Telegram does, over kept-alive HTTP/1.1.
-#[derive(Clone)]
-struct Poster {
-    http: reqwest::Client,
-    url: String,
+/// One kept-alive HTTP/1.1 connection posting updates as Telegram does (JSON body, the
+/// secret-token header), one request at a time. It is written on a bare socket, as
+/// load generators such as wrk are, so that on a 2-core machine the generator's own
+/// CPU takes as little as it can from the relay and NATS it measures.
+struct Connection {
+    stream: TcpStream,
+    host: String,
+    request: Vec<u8>,
+    response: Vec<u8>,
 }
 
-impl Poster {
-    fn new(addr: SocketAddr) -> anyhow::Result<Poster> {
-        let http = reqwest::Client::builder()
-            .http1_only()
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Poster {
-            http,
-            url: format!("http://{addr}/telegram/main"),
+impl Connection {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            host: addr.to_string(),
+            request: Vec::with_capacity(4096),
+            response: Vec::with_capacity(1024),
         })
     }
 
     /// One POST, answered 200 or failed.
-    async fn post(&self, update: Bytes) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
-            .body(update)
-            .send()
-            .await
-            .context("posting to the relay")?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        ensure!(
-            status == reqwest::StatusCode::OK,
-            "the relay answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        Ok(())
+    async fn post(&mut self, update: &[u8]) -> anyhow::Result<()> {
+        self.request.clear();
+        write!(
+            self.request,
+            "POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             X-Telegram-Bot-Api-Secret-Token: {SECRET}\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            update.len()
+        )?;
+        self.request.extend_from_slice(update);
+        self.stream.write_all(&self.request).await?;
+        self.response.clear();
+        loop {
+            if self.stream.read_buf(&mut self.response).await? == 0 {
+                bail!("the relay closed the connection");
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut head = httparse::Response::new(&mut headers);
+            let httparse::Status::Complete(head_len) = head.parse(&self.response)? else {
+                continue;
+            };
+            let status = head.code.context("a status code")?;
+            let body_len = head
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| {
+                    std::str::from_utf8(h.value)?
+                        .parse::<usize>()
+                        .map_err(anyhow::Error::from)
+                })
+                .transpose()?
+                .context("the relay's answer has no Content-Length")?;
+            if self.response.len() < head_len + body_len {
+                continue;
+            }
+            ensure!(
+                status == 200,
+                "the relay answered {status}: {}",
+                String::from_utf8_lossy(&self.response[head_len..])
+            );
+            ensure!(
+                self.response.len() == head_len + body_len,
+                "the relay sent more than one answer"
+            );
+            return Ok(());
+        }
     }
+}
 
-    async fn post_all(&self, concurrency: usize, updates: &[Vec<u8>]) -> anyhow::Result<Run> {
-        let updates: Arc<Vec<Bytes>> = Arc::new(updates.iter().cloned().map(Bytes::from).collect());
-        let poster = Arc::new(self.clone());
-        drive(concurrency, updates.len(), move |i| {
-            let (poster, update) = (Arc::clone(&poster), updates[i].clone());
-            async move { poster.post(update).await }
-        })
-        .await
+/// Opens one connection per concurrent poster.
+async fn connect_all(addr: SocketAddr, concurrency: usize) -> anyhow::Result<Vec<Connection>> {
+    let mut connections = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        connections.push(Connection::open(addr).await?);
     }
+    Ok(connections)
+}
+
+/// Posts every update, one connection per concurrent poster.
+async fn post_all(
+    connections: Vec<Connection>,
+    updates: &[Vec<u8>],
+) -> anyhow::Result<(Run, Vec<Connection>)> {
+    let updates: Arc<Vec<Vec<u8>>> = Arc::new(updates.to_vec());
+    drive(connections, updates.len(), move |mut connection, i| {
+        let updates = Arc::clone(&updates);
+        async move {
+            connection.post(&updates[i]).await?;
+            Ok(connection)
+        }
+    })
+    .await
 }
 
 /// Warm-up, then the measured posts, with the relay's CPU time over the latter.
 async fn relay_level(
-    poster: &Poster,
+    addr: SocketAddr,
     relay: &mut RelayProcess,
     concurrency: usize,
     warm: &[Vec<u8>],
     measured: &[Vec<u8>],
 ) -> anyhow::Result<(Run, CpuTime)> {
-    poster.post_all(concurrency, warm).await?;
+    let (_, connections) = post_all(connect_all(addr, concurrency).await?, warm).await?;
     let before = CpuTime::of(relay.pid())?;
-    let run = poster.post_all(concurrency, measured).await;
+    let run = post_all(connections, measured).await;
     relay.ensure_running()?;
     let cpu = CpuTime::of(relay.pid())?.since(before);
-    Ok((run?, cpu))
+    Ok((run?.0, cpu))
 }
 
 /// Checks the relay's stream holds every update answered 200.
