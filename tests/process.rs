@@ -241,6 +241,8 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
         .args(["check-config", "--config", "config.toml"])
         .env("TGRELAY_BOTS__MAIN__TOKEN", "123456:SECRET-value")
         .env("TGRELAY_SINK__NATS__PASSWORD", "hunter2")
+        .env("TGRELAY_SINK__KAFKA__SASL_USERNAME", "relay")
+        .env("TGRELAY_SINK__KAFKA__SASL_PASSWORD", "kafka-hunter2")
         .env("TGRELAY_BOTS__MAIN__POLL_TIMEOUT", "45s")
         // What Kubernetes injects for a Service named tgrelay: not settings.
         .env("TGRELAY_SERVICE_HOST", "10.0.0.1")
@@ -258,6 +260,10 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
         "{text}"
     );
     assert!(text.contains("token = \"**REDACTED**\""), "{text}");
+    assert!(
+        text.contains("sasl_password = \"**REDACTED**\""),
+        "the Kafka SASL password comes from the environment, redacted:\n{text}"
+    );
     assert!(
         text.contains("poll_timeout = \"45s\""),
         "environment overrides the file:\n{text}"

@@ -185,6 +185,9 @@ replication_factor = {{ int .replicationFactor }}
 message_timeout = {{ include "tgrelay.toml" .messageTimeout }}
 linger = {{ include "tgrelay.toml" .linger }}
 allow_unsafe_properties = {{ .allowUnsafeProperties }}
+{{- if .saslUsername }}
+sasl_username = {{ include "tgrelay.toml" .saslUsername }}
+{{- end }}
 {{- with .properties }}
 
 [sink.kafka.properties]

@@ -8,6 +8,7 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::route::RouteTemplate;
+use crate::secret::Secret;
 
 /// `[sink.kafka]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,13 @@ pub struct KafkaSinkConfig {
     pub properties: BTreeMap<String, String>,
     /// Allow properties that break at-least-once delivery (acks 0/1, idempotence off).
     pub allow_unsafe_properties: bool,
+    /// SASL user name (`sasl.username`), with `properties."security.protocol"` =
+    /// `SASL_SSL` or `SASL_PLAINTEXT` and a `sasl.mechanism`.
+    pub sasl_username: Option<String>,
+    /// SASL password (`sasl.password`). A field of its own so that it can come from the
+    /// environment (`TGRELAY_SINK__KAFKA__SASL_PASSWORD`, a Kubernetes secret): a property
+    /// name has dots, which an environment variable name cannot carry.
+    pub sasl_password: Option<Secret>,
 }
 
 impl Default for KafkaSinkConfig {
@@ -53,6 +61,8 @@ impl Default for KafkaSinkConfig {
             linger: Duration::from_millis(5),
             properties: BTreeMap::new(),
             allow_unsafe_properties: false,
+            sasl_username: None,
+            sasl_password: None,
         }
     }
 }
@@ -111,6 +121,7 @@ impl KafkaSinkConfig {
                 format!("{key:?} is set by the relay: use brokers or message_timeout"),
             ));
         }
+        errors.extend(self.sasl_problems().into_iter().map(|(key, p)| err(key, p)));
         if !self.allow_unsafe_properties {
             errors.extend(
                 self.unsafe_properties()
@@ -119,6 +130,50 @@ impl KafkaSinkConfig {
             );
         }
         errors
+    }
+
+    /// SASL credentials set twice, half set, or set where librdkafka would ignore them.
+    fn sasl_problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        for (key, property, set) in [
+            (
+                "sasl_username",
+                "sasl.username",
+                self.sasl_username.is_some(),
+            ),
+            (
+                "sasl_password",
+                "sasl.password",
+                self.sasl_password.is_some(),
+            ),
+        ] {
+            if set && self.properties.contains_key(property) {
+                problems.push((
+                    key,
+                    format!("set here and as properties.{property:?}: keep one"),
+                ));
+            }
+        }
+        if self.sasl_username.is_some() != self.sasl_password.is_some() {
+            problems.push((
+                "sasl_password",
+                "sasl_username and sasl_password go together".into(),
+            ));
+        }
+        let protocol = self
+            .properties
+            .get("security.protocol")
+            .map(|p| p.trim().to_ascii_lowercase());
+        let uses_sasl = matches!(protocol.as_deref(), Some("sasl_ssl" | "sasl_plaintext"));
+        if (self.sasl_username.is_some() || self.sasl_password.is_some()) && !uses_sasl {
+            problems.push((
+                "sasl_username",
+                "needs properties.\"security.protocol\" = \"SASL_SSL\" (or \"SASL_PLAINTEXT\"); \
+                 without it the credentials would not be sent"
+                    .into(),
+            ));
+        }
+        problems
     }
 
     /// Properties that would let the relay confirm updates a broker could still lose.
@@ -157,6 +212,12 @@ impl KafkaSinkConfig {
             .set("socket.keepalive.enable", "true");
         for (key, value) in &self.properties {
             config.set(key, value);
+        }
+        if let Some(user) = &self.sasl_username {
+            config.set("sasl.username", user);
+        }
+        if let Some(password) = &self.sasl_password {
+            config.set("sasl.password", password.expose());
         }
         config
     }
@@ -236,6 +297,55 @@ mod tests {
             !text.contains("hunter2") && text.contains("relay"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn sasl_credentials_reach_librdkafka_and_never_the_output() {
+        let mut config = with(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+        ]);
+        config.sasl_username = Some("relay".into());
+        config.sasl_password = Some(Secret::new("hunter2"));
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let client = config.client_config();
+        assert_eq!(client.get("sasl.username"), Some("relay"));
+        assert_eq!(client.get("sasl.password"), Some("hunter2"));
+        let text = toml::to_string(&config).unwrap();
+        assert!(
+            !text.contains("hunter2") && text.contains("relay"),
+            "{text}"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn sasl_credentials_half_set_twice_or_without_a_sasl_protocol_are_refused() {
+        let sasl = [("security.protocol", "sasl_plaintext")];
+        let mut half = with(&sasl);
+        half.sasl_password = Some(Secret::new("p"));
+        let errors = half.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("go together"), "{errors:?}");
+
+        let mut twice = with(&[sasl[0], ("sasl.username", "a")]);
+        twice.sasl_username = Some("b".into());
+        twice.sasl_password = Some(Secret::new("p"));
+        let errors = twice.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "sink.kafka.sasl_username (TGRELAY_SINK__KAFKA__SASL_USERNAME): set here"
+            ),
+            "{errors:?}"
+        );
+
+        let mut plaintext = with(&[]);
+        plaintext.sasl_username = Some("a".into());
+        plaintext.sasl_password = Some(Secret::new("p"));
+        let errors = plaintext.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("security.protocol"), "{errors:?}");
     }
 
     #[test]
