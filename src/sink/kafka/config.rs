@@ -30,7 +30,10 @@ pub struct KafkaSinkConfig {
     /// by fetching it again): far under Telegram's 60 s webhook wait.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
-    /// How long the producer waits to fill a batch.
+    /// How long the producer waits to fill a batch (`linger.ms`). Zero by default: a
+    /// polled batch is enqueued at once, and a polling bot cannot fetch its next batch
+    /// before this one is acked, so every millisecond here is a millisecond per round
+    /// (5 ms halved the polling rate into Kafka); webhook answers wait for it too.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// librdkafka properties passed through (SASL, TLS, tuning), e.g.
@@ -58,7 +61,7 @@ impl Default for KafkaSinkConfig {
             partitions: 3,
             replication_factor: -1,
             message_timeout: Duration::from_secs(20),
-            linger: Duration::from_millis(5),
+            linger: Duration::ZERO,
             properties: BTreeMap::new(),
             allow_unsafe_properties: false,
             sasl_username: None,
