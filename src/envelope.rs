@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 pub(crate) mod head;
 mod kind;
+pub(crate) mod scan;
 
 pub use head::UpdateHead;
 pub use kind::UpdateKind;

@@ -1,6 +1,6 @@
 //! `UpdateHead`: the routing facts of one update, read in the pass that validates it.
 //!
-//! Every visitor here accepts *any* JSON value and only extracts a fact when the
+//! Every reader here accepts *any* JSON value and only extracts a fact when the
 //! value has the expected shape. That matters: a syntax error is the only way this
 //! parse can fail, so a response's framing is never lost on an odd update, and an
 //! update of a shape we did not expect is relayed, not dropped.
@@ -11,11 +11,7 @@
 //!   (poll_answer), else `user_chat_id` (business_connection);
 //! - user: `from.id`, else `user.id`.
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-
+use super::scan::{Scanner, SyntaxError};
 use super::{MalformedUpdate, UpdateKind};
 
 /// The facts of an update that routing needs.
@@ -30,53 +26,14 @@ pub struct UpdateHead {
 impl UpdateHead {
     /// Reads the head of one update given as a whole JSON document (a webhook body).
     pub fn parse(bytes: &[u8]) -> Result<UpdateHead, MalformedUpdate> {
-        let not_json = |e: &dyn fmt::Display| MalformedUpdate {
+        let not_json = |e: SyntaxError| MalformedUpdate {
             reason: format!("not valid JSON: {e}"),
         };
-        check_text(bytes).map_err(|e| not_json(&e))?;
-        let raw: RawHead = serde_json::from_slice(bytes).map_err(|e| not_json(&e))?;
+        let mut scanner = Scanner::new(bytes, 0);
+        let raw = RawHead::scan(&mut scanner).map_err(not_json)?;
+        scanner.end().map_err(not_json)?;
         raw.into_head()
     }
-}
-
-/// Checks what JSON requires of its text and serde_json does not check in what it reads
-/// as bytes or skips (the keys and ignored values here): UTF-8, and no raw control
-/// character inside a string. Relayed bytes must be JSON any consumer can read, and a
-/// raw line break in a key would be rewritten by the structured CloudEvent.
-pub(crate) fn check_text(json: &[u8]) -> Result<(), &'static str> {
-    if std::str::from_utf8(json).is_err() {
-        return Err("not UTF-8");
-    }
-    // Compact JSON, as Telegram sends it, has no control byte at all.
-    if !has_control_byte(json) {
-        return Ok(());
-    }
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if !in_string {
-            in_string = b == b'"';
-        } else if escaped {
-            escaped = false;
-        } else if b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            in_string = false;
-        } else if b < 0x20 {
-            return Err("control character inside a string");
-        }
-    }
-    Ok(())
-}
-
-/// Whether any byte is below 0x20; branch-free over 64-byte chunks so it vectorizes.
-fn has_control_byte(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(64);
-    for chunk in &mut chunks {
-        if chunk.iter().fold(false, |seen, &b| seen | (b < 0x20)) {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|&b| b < 0x20)
 }
 
 /// What the lenient pass found; [`RawHead::into_head`] decides whether it is an update.
@@ -91,6 +48,40 @@ pub(crate) struct RawHead {
 }
 
 impl RawHead {
+    /// Validates the value at the cursor and reads its facts. Any value passes that is
+    /// JSON: an update of a shape we did not expect is relayed (or dead-lettered by
+    /// `into_head`), so a syntax error is the only way this fails. The last of
+    /// repeated keys wins, as with serde.
+    pub(crate) fn scan(s: &mut Scanner<'_>) -> Result<RawHead, SyntaxError> {
+        if s.peek() != Some(b'{') {
+            s.skip_value(0)?;
+            return Ok(RawHead::default());
+        }
+        let mut head = RawHead {
+            is_object: true,
+            ..RawHead::default()
+        };
+        s.object(0, |s, key, depth| {
+            let key = key.value();
+            if &*key == b"update_id" {
+                head.update_id_seen = true;
+                head.update_id = int(s, depth)?;
+                return Ok(());
+            }
+            head.fields += 1;
+            if head.fields > 1 {
+                return s.skip_value(depth);
+            }
+            head.kind = Some(match std::str::from_utf8(&key) {
+                Ok(name) => UpdateKind::from_field(name),
+                Err(_) => UpdateKind::Unknown,
+            });
+            head.body = Body::scan(s, depth)?;
+            Ok(())
+        })?;
+        Ok(head)
+    }
+
     pub(crate) fn into_head(self) -> Result<UpdateHead, MalformedUpdate> {
         let malformed = |reason: &str| MalformedUpdate {
             reason: reason.to_owned(),
@@ -131,211 +122,68 @@ struct Body {
     user: Option<i64>,
 }
 
-/// Implements the visit methods for every non-map, non-integer JSON value as "no facts here".
-macro_rules! lenient_other {
-    ($out:ty) => {
-        fn visit_unit<E: de::Error>(self) -> Result<$out, E> {
-            Ok(<$out>::default())
-        }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$out, E> {
-            Ok(<$out>::default())
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$out, E> {
-            Ok(<$out>::default())
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<$out, E> {
-            Ok(<$out>::default())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$out, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(<$out>::default())
-        }
-    };
-}
-
-/// Implements the visit methods for every non-map JSON value as "no facts here".
-macro_rules! lenient_non_map {
-    ($out:ty) => {
-        lenient_other!($out);
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$out, E> {
-            Ok(<$out>::default())
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$out, E> {
-            Ok(<$out>::default())
-        }
-    };
-}
-
-impl<'de> Deserialize<'de> for RawHead {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(HeadVisitor)
-    }
-}
-
-struct HeadVisitor;
-
-impl<'de> Visitor<'de> for HeadVisitor {
-    type Value = RawHead;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Telegram update")
-    }
-
-    lenient_non_map!(RawHead);
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHead, A::Error> {
-        let mut head = RawHead {
-            is_object: true,
-            ..RawHead::default()
-        };
-        while let Some(Key(key)) = map.next_key()? {
-            if &*key == b"update_id" {
-                head.update_id_seen = true;
-                head.update_id = map.next_value::<Int>()?.0;
-                continue;
-            }
-            head.fields += 1;
-            if head.fields == 1 {
-                head.kind = Some(match std::str::from_utf8(&key) {
-                    Ok(name) => UpdateKind::from_field(name),
-                    Err(_) => UpdateKind::Unknown,
-                });
-                head.body = map.next_value()?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(head)
-    }
-}
-
-impl<'de> Deserialize<'de> for Body {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(BodyVisitor)
-    }
-}
-
-struct BodyVisitor;
-
-impl<'de> Visitor<'de> for BodyVisitor {
-    type Value = Body;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    lenient_non_map!(Body);
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+impl Body {
+    /// The facts of any value: none unless it is an object.
+    fn scan(s: &mut Scanner<'_>, depth: usize) -> Result<Body, SyntaxError> {
         let mut body = Body::default();
-        while let Some(Key(key)) = map.next_key()? {
-            match &*key {
-                b"chat" => body.chat = map.next_value::<IdOf>()?.0,
-                b"message" => body.message_chat = map.next_value::<ChatOf>()?.0,
-                b"voter_chat" => body.voter_chat = map.next_value::<IdOf>()?.0,
-                b"user_chat_id" => body.user_chat_id = map.next_value::<Int>()?.0,
-                b"from" => body.from = map.next_value::<IdOf>()?.0,
-                b"user" => body.user = map.next_value::<IdOf>()?.0,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
+        if s.peek() != Some(b'{') {
+            s.skip_value(depth)?;
+            return Ok(body);
         }
+        s.object(depth, |s, key, depth| {
+            match &*key.value() {
+                b"chat" => body.chat = id_of(s, depth)?,
+                b"message" => body.message_chat = chat_of(s, depth)?,
+                b"voter_chat" => body.voter_chat = id_of(s, depth)?,
+                b"user_chat_id" => body.user_chat_id = int(s, depth)?,
+                b"from" => body.from = id_of(s, depth)?,
+                b"user" => body.user = id_of(s, depth)?,
+                _ => s.skip_value(depth)?,
+            }
+            Ok(())
+        })?;
         Ok(body)
     }
 }
 
-/// Generates a lenient wrapper that looks for one key of an object and reads it as `$inner`.
-macro_rules! field_of {
-    ($name:ident, $key:literal, $inner:ty) => {
-        #[derive(Default)]
-        struct $name(Option<i64>);
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str("any JSON value")
-                    }
-                    lenient_non_map!($name);
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
-                        let mut found = None;
-                        while let Some(Key(key)) = map.next_key()? {
-                            if &*key == $key {
-                                found = map.next_value::<$inner>()?.0;
-                            } else {
-                                map.next_value::<IgnoredAny>()?;
-                            }
-                        }
-                        Ok($name(found))
-                    }
-                }
-                d.deserialize_any(V)
-            }
+/// The value of `key` in an object, read by `read`; none for any other value.
+fn field(
+    s: &mut Scanner<'_>,
+    depth: usize,
+    key: &[u8],
+    read: fn(&mut Scanner<'_>, usize) -> Result<Option<i64>, SyntaxError>,
+) -> Result<Option<i64>, SyntaxError> {
+    if s.peek() != Some(b'{') {
+        s.skip_value(depth)?;
+        return Ok(None);
+    }
+    let mut found = None;
+    s.object(depth, |s, k, depth| {
+        if *k.value() == *key {
+            found = read(s, depth)?;
+            Ok(())
+        } else {
+            s.skip_value(depth)
         }
-    };
+    })?;
+    Ok(found)
 }
 
-field_of!(IdOf, b"id", Int);
-field_of!(ChatOf, b"chat", IdOf);
+/// `<value>.id`
+fn id_of(s: &mut Scanner<'_>, depth: usize) -> Result<Option<i64>, SyntaxError> {
+    field(s, depth, b"id", int)
+}
+
+/// `<value>.chat.id`
+fn chat_of(s: &mut Scanner<'_>, depth: usize) -> Result<Option<i64>, SyntaxError> {
+    field(s, depth, b"chat", id_of)
+}
 
 /// An integer that fits i64, or nothing (any other value is skipped, never an error).
-#[derive(Default)]
-struct Int(Option<i64>);
-
-impl<'de> Deserialize<'de> for Int {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Int;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            lenient_other!(Int);
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
-                Ok(Int(Some(v)))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
-                Ok(Int(i64::try_from(v).ok()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Int, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Int(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// An object key as raw bytes, borrowed from the input unless it had escapes. Keys are
-/// compared as bytes: serde_json then skips the UTF-8 check it does for strings, which
-/// is most of the cost of reading keys.
-struct Key<'de>(Cow<'de, [u8]>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v.as_bytes())))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.as_bytes().to_owned())))
-            }
-        }
-        d.deserialize_bytes(V)
+fn int(s: &mut Scanner<'_>, depth: usize) -> Result<Option<i64>, SyntaxError> {
+    match s.peek() {
+        Some(b'-' | b'0'..=b'9') => s.number(),
+        _ => s.skip_value(depth).map(|()| None),
     }
 }
 

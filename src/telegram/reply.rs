@@ -1,15 +1,17 @@
 //! Reading Bot API replies, and splitting a getUpdates reply into per-update byte slices.
 //!
-//! The split walks the reply's framing (`{`, keys, `[`, `,`) by hand and hands every
-//! value to serde_json, which validates it and says where it ended. So each update is
-//! validated once, its routing facts are read in that same pass, and its bytes are a
-//! zero-copy slice of the body: nothing is re-serialized.
+//! The split walks the reply's framing (`{`, keys, `[`, `,`) by hand. Each update is
+//! validated once by the envelope scanner, which reads its routing facts in that same
+//! pass and says where it ended, so its bytes are a zero-copy slice of the body:
+//! nothing is re-serialized. The other values are validated by the same scanner and
+//! then read by serde_json.
 
 use bytes::Bytes;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
-use crate::envelope::head::{check_text, RawHead};
+use crate::envelope::head::RawHead;
+use crate::envelope::scan::Scanner;
 use crate::envelope::{MalformedUpdate, UpdateHead};
 
 /// One update of a getUpdates reply: its exact bytes and what they say.
@@ -62,8 +64,8 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Result<T, Failure>, Not
 
 /// Reads a getUpdates reply: the updates as zero-copy slices of `body`, in order.
 pub fn parse_updates(body: &Bytes) -> Result<Result<Vec<RawUpdate>, Failure>, NotAReply> {
-    // Like any syntax error, text that is not JSON text fails the whole reply.
-    check_text(body).map_err(|e| NotAReply(format!("not a Bot API reply: {e}")))?;
+    // Like any syntax error, text that is not JSON text (not UTF-8, a raw control
+    // character in a string) fails the whole reply: the scanner checks every value.
     let mut c = Cursor { buf: body, pos: 0 };
     let mut ok = None;
     let mut updates = None;
@@ -100,6 +102,10 @@ pub fn parse_updates(body: &Bytes) -> Result<Result<Vec<RawUpdate>, Failure>, No
     }
 }
 
+fn not_a_reply(e: impl std::fmt::Display) -> NotAReply {
+    NotAReply(format!("not a Bot API reply: {e}"))
+}
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -133,17 +139,13 @@ impl<'a> Cursor<'a> {
         NotAReply(format!("not a Bot API reply: {what} at byte {}", self.pos))
     }
 
-    /// Deserializes the value at the cursor and moves past it.
+    /// Validates the value at the cursor, moves past it and deserializes it.
     fn value<T: Deserialize<'a>>(&mut self) -> Result<T, NotAReply> {
-        let mut stream = serde_json::Deserializer::from_slice(&self.buf[self.pos..]).into_iter();
-        match stream.next() {
-            Some(Ok(value)) => {
-                self.pos += stream.byte_offset();
-                Ok(value)
-            }
-            Some(Err(e)) => Err(NotAReply(format!("not a Bot API reply: {e}"))),
-            None => Err(self.error("unexpected end")),
-        }
+        let mut scanner = Scanner::new(self.buf, self.pos);
+        scanner.skip_value(0).map_err(not_a_reply)?;
+        let value = &self.buf[self.pos..scanner.pos()];
+        self.pos = scanner.pos();
+        serde_json::from_slice(value).map_err(not_a_reply)
     }
 
     /// Splits the `result` array into updates, each a slice of `body`.
@@ -157,7 +159,9 @@ impl<'a> Cursor<'a> {
         loop {
             self.skip_ws();
             let start = self.pos;
-            let head: RawHead = self.value()?;
+            let mut scanner = Scanner::new(self.buf, start);
+            let head = RawHead::scan(&mut scanner).map_err(not_a_reply)?;
+            self.pos = scanner.pos();
             updates.push(RawUpdate {
                 bytes: body.slice(start..self.pos),
                 head: head.into_head(),

@@ -86,6 +86,18 @@ fn odd_shapes_are_not_errors() {
         (escaped.update_id, escaped.kind, escaped.chat_id),
         (4, UpdateKind::Message, Some(2))
     );
+    // Numbers past f64's range are JSON; where a fact is read they are just no fact
+    // (serde_json's reader refused them, which failed a whole getUpdates reply).
+    let huge =
+        head(r#"{"update_id":5,"message":{"chat":{"id":1e400},"from":{"id":-1E-400}}}"#).unwrap();
+    assert_eq!(
+        (huge.update_id, huge.chat_id, huge.user_id),
+        (5, None, None)
+    );
+    assert_eq!(
+        head(r#"{"update_id":1e400}"#).unwrap_err().reason,
+        "update_id is not a 64-bit integer"
+    );
 }
 
 #[test]
