@@ -5,7 +5,8 @@
 //! 50 000, every kind, ~800 bytes each): (1) the fake Bot API alone, drained by a
 //! plain getUpdates loop (limit 100, timeout 0), to show the fake is not the
 //! bottleneck; then, for each broker of `TEST_TGRELAY_BENCH_SINKS` (default
-//! `nats,kafka`): (2) the sink alone (`NatsSink`, `KafkaSink`), batches of 100 with
+//! `nats,kafka,kafka-per-bot`, the last Kafka with one topic per bot instead of one
+//! per kind): (2) the sink alone (`NatsSink`, `KafkaSink`), batches of 100 with
 //! four in flight: what the broker takes on this machine; (3) the `tgrelay` binary
 //! polling the fake into fresh subjects/topics, timed from the moment the updates were
 //! queued (or the first getUpdates, if later) until the fake saw them all confirmed,
@@ -92,7 +93,8 @@ async fn run() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for broker in brokers {
         let mut figures = measure(broker, &updates, &kinds).await?;
-        if let Some(outage) = outage {
+        // The topic layout changes nothing about an outage: one Kafka outage is enough.
+        if let Some(outage) = outage.filter(|_| broker != Broker::KafkaPerBot) {
             let updates = corpus.mixed(1, outage::BEFORE + outage::DURING, 13);
             let through = outage::relay_through_outage(broker, updates, &kinds, outage).await?;
             figures.outage = Some(through);
@@ -159,10 +161,10 @@ pub fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// `TEST_TGRELAY_BENCH_SINKS`: comma-separated `nats`, `kafka`.
+/// `TEST_TGRELAY_BENCH_SINKS`: comma-separated `nats`, `kafka`, `kafka-per-bot`.
 fn selected_brokers() -> anyhow::Result<Vec<Broker>> {
-    let text =
-        std::env::var("TEST_TGRELAY_BENCH_SINKS").unwrap_or_else(|_| "nats,kafka".to_owned());
+    let text = std::env::var("TEST_TGRELAY_BENCH_SINKS")
+        .unwrap_or_else(|_| "nats,kafka,kafka-per-bot".to_owned());
     let brokers = text
         .split(',')
         .map(str::trim)
@@ -218,10 +220,15 @@ pub fn print_machine() {
 // ---- The brokers ----
 
 /// A broker the relay can publish to, with what the bench needs to know about it.
+/// `KafkaPerBot` is Kafka with one topic per bot (`telegram.{bot}`) instead of the
+/// default topic per kind: every kind of the mixed input lands in its own topic by
+/// default, so a batch of 100 spreads over ~80 partitions, and librdkafka's (and the
+/// broker's) cost per partition batch dominates. The two show what the layout costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Broker {
+pub enum Broker {
     Nats,
     Kafka,
+    KafkaPerBot,
 }
 
 impl Broker {
@@ -229,7 +236,10 @@ impl Broker {
         match name {
             "nats" => Ok(Broker::Nats),
             "kafka" => Ok(Broker::Kafka),
-            other => bail!("TEST_TGRELAY_BENCH_SINKS: unknown sink {other:?} (nats, kafka)"),
+            "kafka-per-bot" => Ok(Broker::KafkaPerBot),
+            other => bail!(
+                "TEST_TGRELAY_BENCH_SINKS: unknown sink {other:?} (nats, kafka, kafka-per-bot)"
+            ),
         }
     }
 
@@ -237,6 +247,7 @@ impl Broker {
         match self {
             Broker::Nats => "nats",
             Broker::Kafka => "kafka",
+            Broker::KafkaPerBot => "kafka_per_bot",
         }
     }
 
@@ -244,13 +255,14 @@ impl Broker {
         match self {
             Broker::Nats => "NATS",
             Broker::Kafka => "Kafka",
+            Broker::KafkaPerBot => "Kafka, one topic per bot",
         }
     }
 
     fn sink_type(self) -> &'static str {
         match self {
             Broker::Nats => "NatsSink",
-            Broker::Kafka => "KafkaSink",
+            Broker::Kafka | Broker::KafkaPerBot => "KafkaSink",
         }
     }
 
@@ -258,9 +270,10 @@ impl Broker {
         let mode = EnvelopeMode::Binary;
         Ok(match self {
             Broker::Nats => Box::new(NatsSink::connect(&nats_config(names), mode).await?),
-            Broker::Kafka => {
+            Broker::Kafka | Broker::KafkaPerBot => {
                 let routes = bot_routes(kinds);
-                Box::new(KafkaSink::connect(&kafka_config(names), mode, &routes).await?)
+                let config = kafka_config(names, self.kafka_topic());
+                Box::new(KafkaSink::connect(&config, mode, &routes).await?)
             }
         })
     }
@@ -269,7 +282,15 @@ impl Broker {
     fn shared_address(self) -> String {
         match self {
             Broker::Nats => nats_url(),
-            Broker::Kafka => kafka_brokers(),
+            Broker::Kafka | Broker::KafkaPerBot => kafka_brokers(),
+        }
+    }
+
+    /// The topic template after the run's prefix.
+    fn kafka_topic(self) -> &'static str {
+        match self {
+            Broker::KafkaPerBot => "{bot}",
+            Broker::Nats | Broker::Kafka => "{bot}.{kind}",
         }
     }
 
@@ -277,12 +298,13 @@ impl Broker {
     fn relay_toml(self, address: &str, names: &Names) -> String {
         match self {
             Broker::Nats => nats_toml(address, names),
-            Broker::Kafka => format!(
+            Broker::Kafka | Broker::KafkaPerBot => format!(
                 "[sink]\nkind = \"kafka\"\n[sink.kafka]\nbrokers = \"{address}\"\n\
-                 topic = \"{prefix}.{{bot}}.{{kind}}\"\n\
+                 topic = \"{prefix}.{topic}\"\n\
                  dead_letter_topic = \"{prefix}.{{bot}}.deadletter\"\ncreate_topics = true\n\
                  replication_factor = 1\npartitions = 3\n",
                 prefix = names.prefix,
+                topic = self.kafka_topic(),
             ),
         }
     }
@@ -291,7 +313,9 @@ impl Broker {
     async fn clean_up(self, names: &Names, kinds: &[String]) {
         match self {
             Broker::Nats => delete_stream(&names.stream).await,
-            Broker::Kafka => delete_topics(names, kinds).await,
+            Broker::Kafka | Broker::KafkaPerBot => {
+                delete_topics(&kafka_config(names, self.kafka_topic()), kinds).await
+            }
         }
     }
 }
@@ -331,10 +355,10 @@ pub async fn delete_stream(stream: &str) {
     }
 }
 
-fn kafka_config(names: &Names) -> KafkaSinkConfig {
+fn kafka_config(names: &Names, topic: &str) -> KafkaSinkConfig {
     KafkaSinkConfig {
         brokers: kafka_brokers(),
-        topic: format!("{}.{{bot}}.{{kind}}", names.prefix),
+        topic: format!("{}.{topic}", names.prefix),
         dead_letter_topic: format!("{}.{{bot}}.deadletter", names.prefix),
         create_topics: true,
         replication_factor: 1,
@@ -351,10 +375,9 @@ fn bot_routes(kinds: &[String]) -> Vec<BotRoutes> {
     }]
 }
 
-/// Deletes every topic the routes of `names` can reach (whichever were created).
-async fn delete_topics(names: &Names, kinds: &[String]) {
-    let config = kafka_config(names);
-    let topics: Vec<String> = topics::required(&config, &bot_routes(kinds))
+/// Deletes every topic the routes of `config` can reach (whichever were created).
+async fn delete_topics(config: &KafkaSinkConfig, kinds: &[String]) {
+    let topics: Vec<String> = topics::required(config, &bot_routes(kinds))
         .into_iter()
         .collect();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();

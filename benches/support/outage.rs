@@ -56,7 +56,7 @@ pub fn how(broker: Broker) -> &'static str {
             "a private nats-server (JetStream, file store) stopped with SIGTERM, \
              then started again on the same port and store"
         }
-        Broker::Kafka => {
+        Broker::Kafka | Broker::KafkaPerBot => {
             "a private tansu (in-memory storage) frozen with SIGSTOP, then thawed with SIGCONT"
         }
     }
@@ -77,7 +77,7 @@ pub async fn relay_through_outage(
     let total = updates.len();
     let mut server = PrivateBroker::start(match broker {
         Broker::Nats => BrokerKind::Nats,
-        Broker::Kafka => BrokerKind::Kafka,
+        Broker::Kafka | Broker::KafkaPerBot => BrokerKind::Kafka,
     });
     let api = FakeBotApi::start().await;
     api.add_bot(TOKEN);
