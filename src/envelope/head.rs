@@ -53,15 +53,8 @@ impl RawHead {
     /// `into_head`), so a syntax error is the only way this fails. The last of
     /// repeated keys wins, as with serde.
     pub(crate) fn scan(s: &mut Scanner<'_>) -> Result<RawHead, SyntaxError> {
-        if s.peek() != Some(b'{') {
-            s.skip_value(0)?;
-            return Ok(RawHead::default());
-        }
-        let mut head = RawHead {
-            is_object: true,
-            ..RawHead::default()
-        };
-        s.object(0, |s, key, depth| {
+        let mut head = RawHead::default();
+        head.is_object = s.object_or_skip(0, |s, key, depth| {
             let key = key.value();
             if &*key == b"update_id" {
                 head.update_id_seen = true;
@@ -77,7 +70,7 @@ impl RawHead {
                 Err(_) => UpdateKind::Unknown,
             });
             head.body = Body::scan(s, depth)?;
-            Ok(())
+            Ok::<_, SyntaxError>(())
         })?;
         Ok(head)
     }
@@ -126,11 +119,7 @@ impl Body {
     /// The facts of any value: none unless it is an object.
     fn scan(s: &mut Scanner<'_>, depth: usize) -> Result<Body, SyntaxError> {
         let mut body = Body::default();
-        if s.peek() != Some(b'{') {
-            s.skip_value(depth)?;
-            return Ok(body);
-        }
-        s.object(depth, |s, key, depth| {
+        s.object_or_skip(depth, |s, key, depth| {
             match &*key.value() {
                 b"chat" => body.chat = id_of(s, depth)?,
                 b"message" => body.message_chat = chat_of(s, depth)?,
@@ -140,7 +129,7 @@ impl Body {
                 b"user" => body.user = id_of(s, depth)?,
                 _ => s.skip_value(depth)?,
             }
-            Ok(())
+            Ok::<_, SyntaxError>(())
         })?;
         Ok(body)
     }
@@ -153,12 +142,8 @@ fn field(
     key: &[u8],
     read: fn(&mut Scanner<'_>, usize) -> Result<Option<i64>, SyntaxError>,
 ) -> Result<Option<i64>, SyntaxError> {
-    if s.peek() != Some(b'{') {
-        s.skip_value(depth)?;
-        return Ok(None);
-    }
     let mut found = None;
-    s.object(depth, |s, k, depth| {
+    s.object_or_skip(depth, |s, k, depth| {
         if *k.value() == *key {
             found = read(s, depth)?;
             Ok(())

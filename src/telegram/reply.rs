@@ -7,11 +7,11 @@
 //! then read by serde_json.
 
 use bytes::Bytes;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::envelope::head::RawHead;
-use crate::envelope::scan::Scanner;
+use crate::envelope::scan::{Scanner, SyntaxError};
 use crate::envelope::{MalformedUpdate, UpdateHead};
 
 /// One update of a getUpdates reply: its exact bytes and what they say.
@@ -66,35 +66,25 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Result<T, Failure>, Not
 pub fn parse_updates(body: &Bytes) -> Result<Result<Vec<RawUpdate>, Failure>, NotAReply> {
     // Like any syntax error, text that is not JSON text (not UTF-8, a raw control
     // character in a string) fails the whole reply: the scanner checks every value.
-    let mut c = Cursor { buf: body, pos: 0 };
+    let mut s = Scanner::new(body, 0);
     let mut ok = None;
     let mut updates = None;
     let mut failure = Failure::default();
-    c.expect(b'{')?;
-    if !c.eat(b'}') {
-        loop {
-            let key: String = c.value()?;
-            c.expect(b':')?;
-            match key.as_str() {
-                "ok" => ok = Some(c.value::<bool>()?),
-                "result" => updates = Some(c.updates(body)?),
-                "error_code" => failure.error_code = c.value()?,
-                "description" => failure.description = c.value()?,
-                "parameters" => failure.parameters = c.value()?,
-                _ => {
-                    c.value::<IgnoredAny>()?;
-                }
-            }
-            if !c.eat(b',') {
-                c.expect(b'}')?;
-                break;
-            }
+    if s.peek() != Some(b'{') {
+        return Err(not_a_reply("expected '{' at byte 0"));
+    }
+    s.object(0, |s, key, _| {
+        match &*key.value() {
+            b"ok" => ok = Some(value::<bool>(s)?),
+            b"result" => updates = Some(split(s, body)?),
+            b"error_code" => failure.error_code = value(s)?,
+            b"description" => failure.description = value(s)?,
+            b"parameters" => failure.parameters = value(s)?,
+            _ => s.skip_value(0)?,
         }
-    }
-    c.skip_ws();
-    if c.pos != body.len() {
-        return Err(c.error("trailing characters"));
-    }
+        Ok::<_, NotAReply>(())
+    })?;
+    s.end()?;
     match (ok, updates) {
         (Some(true), Some(updates)) => Ok(Ok(updates)),
         (Some(false), _) => Ok(Err(failure)),
@@ -106,72 +96,40 @@ fn not_a_reply(e: impl std::fmt::Display) -> NotAReply {
     NotAReply(format!("not a Bot API reply: {e}"))
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
+impl From<SyntaxError> for NotAReply {
+    fn from(e: SyntaxError) -> NotAReply {
+        not_a_reply(e)
+    }
 }
 
-impl<'a> Cursor<'a> {
-    fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.buf.get(self.pos) {
-            self.pos += 1;
-        }
-    }
+/// Validates the value at the cursor, moves past it and deserializes it. Each value
+/// counts its nesting from itself, as it would if read alone.
+fn value<'a, T: Deserialize<'a>>(s: &mut Scanner<'a>) -> Result<T, NotAReply> {
+    s.skip_ws();
+    let start = s.pos();
+    s.skip_value(0)?;
+    serde_json::from_slice(s.slice(start)).map_err(not_a_reply)
+}
 
-    fn eat(&mut self, byte: u8) -> bool {
-        self.skip_ws();
-        let found = self.buf.get(self.pos) == Some(&byte);
-        if found {
-            self.pos += 1;
-        }
-        found
+/// Splits the `result` array into updates, each a slice of `body` read by the head
+/// scanner (from depth 0, as a webhook body is).
+fn split(s: &mut Scanner<'_>, body: &Bytes) -> Result<Vec<RawUpdate>, NotAReply> {
+    if s.peek() != Some(b'[') {
+        return Err(not_a_reply(format!("expected '[' at byte {}", s.pos())));
     }
-
-    fn expect(&mut self, byte: u8) -> Result<(), NotAReply> {
-        if self.eat(byte) {
-            Ok(())
-        } else {
-            Err(self.error(&format!("expected '{}'", byte as char)))
-        }
-    }
-
-    fn error(&self, what: &str) -> NotAReply {
-        NotAReply(format!("not a Bot API reply: {what} at byte {}", self.pos))
-    }
-
-    /// Validates the value at the cursor, moves past it and deserializes it.
-    fn value<T: Deserialize<'a>>(&mut self) -> Result<T, NotAReply> {
-        let mut scanner = Scanner::new(self.buf, self.pos);
-        scanner.skip_value(0).map_err(not_a_reply)?;
-        let value = &self.buf[self.pos..scanner.pos()];
-        self.pos = scanner.pos();
-        serde_json::from_slice(value).map_err(not_a_reply)
-    }
-
-    /// Splits the `result` array into updates, each a slice of `body`.
-    fn updates(&mut self, body: &Bytes) -> Result<Vec<RawUpdate>, NotAReply> {
-        self.expect(b'[')?;
-        // getUpdates returns at most 100 updates: one allocation, no regrowth.
-        let mut updates = Vec::with_capacity(100);
-        if self.eat(b']') {
-            return Ok(updates);
-        }
-        loop {
-            self.skip_ws();
-            let start = self.pos;
-            let mut scanner = Scanner::new(self.buf, start);
-            let head = RawHead::scan(&mut scanner).map_err(not_a_reply)?;
-            self.pos = scanner.pos();
-            updates.push(RawUpdate {
-                bytes: body.slice(start..self.pos),
-                head: head.into_head(),
-            });
-            if !self.eat(b',') {
-                self.expect(b']')?;
-                return Ok(updates);
-            }
-        }
-    }
+    // getUpdates returns at most 100 updates: one allocation, no regrowth.
+    let mut updates = Vec::with_capacity(100);
+    s.array(0, |s, _| {
+        s.skip_ws();
+        let start = s.pos();
+        let head = RawHead::scan(s)?;
+        updates.push(RawUpdate {
+            bytes: body.slice(start..s.pos()),
+            head: head.into_head(),
+        });
+        Ok::<_, NotAReply>(())
+    })?;
+    Ok(updates)
 }
 
 #[cfg(test)]
