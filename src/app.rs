@@ -157,6 +157,7 @@ impl Relay {
         tracing::info!(
             sink = self.sink.name(),
             bots = self.config.bots.len(),
+            threads = self.config.runtime_threads(),
             "tgrelay started"
         );
         Ok(Running {

@@ -143,6 +143,7 @@ fn webhook(config: Config, command: WebhookCommand) -> ExitCode {
 fn run(config: Config) -> ExitCode {
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime_threads())
         .enable_all()
         .build()
         .expect("the tokio runtime starts");

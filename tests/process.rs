@@ -213,6 +213,7 @@ fn check_config_lists_every_problem_and_exits_64() {
         .env("TGRELAY_BOTS__OTHER__TOKEN", "not-a-token-SECRET")
         .env("TGRELAY_SINK__NATS__SUBJECT", "telegram.{chat}")
         .env("TGRELAY_SINK__KIND", "nats")
+        .env("TGRELAY_WORKER_THREADS", "100000")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
@@ -223,6 +224,7 @@ fn check_config_lists_every_problem_and_exits_64() {
         "bots.main.api_url",
         "bots.other.token (TGRELAY_BOTS__OTHER__TOKEN): not a bot token",
         "sink.nats.subject",
+        "worker_threads (100000) must be at most 256",
     ] {
         assert!(
             errors.contains(expected),
@@ -244,6 +246,7 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
         .env("TGRELAY_SINK__KAFKA__SASL_USERNAME", "relay")
         .env("TGRELAY_SINK__KAFKA__SASL_PASSWORD", "kafka-hunter2")
         .env("TGRELAY_BOTS__MAIN__POLL_TIMEOUT", "45s")
+        .env("TGRELAY_WORKER_THREADS", "2")
         // What Kubernetes injects for a Service named tgrelay: not settings.
         .env("TGRELAY_SERVICE_HOST", "10.0.0.1")
         .env("TGRELAY_PORT_9090_TCP_ADDR", "10.0.0.1")
@@ -265,7 +268,7 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
         "the Kafka SASL password comes from the environment, redacted:\n{text}"
     );
     assert!(
-        text.contains("poll_timeout = \"45s\""),
+        text.contains("poll_timeout = \"45s\"") && text.contains("worker_threads = 2"),
         "environment overrides the file:\n{text}"
     );
 }

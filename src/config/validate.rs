@@ -18,6 +18,9 @@ pub(super) fn bot_id(token: &str) -> Option<u64> {
     }
 }
 
+/// Far above any core count a relay pod gets; a larger number is a typo.
+const MAX_WORKER_THREADS: usize = 256;
+
 /// Resolves token files in place and returns every problem found.
 pub(super) fn validate(config: &mut Config) -> Vec<String> {
     let mut errors = Vec::new();
@@ -32,6 +35,12 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
     }
     validate_sink(config, &mut errors);
     validate_webhook_server(config, &mut errors);
+    if config.worker_threads > MAX_WORKER_THREADS {
+        errors.push(format!(
+            "worker_threads ({}) must be at most {MAX_WORKER_THREADS} (0 picks them)",
+            config.worker_threads
+        ));
+    }
     if config.drain_timeout.is_zero() {
         errors.push("drain_timeout must be above zero".into());
     }
@@ -285,5 +294,20 @@ mod tests {
         ] {
             assert_eq!(bot_id(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn runtime_threads_follow_the_modes_unless_set() {
+        let mut config = Config::default();
+        config.bots.insert("a".into(), BotConfig::default());
+        config.bots.insert("b".into(), BotConfig::default());
+        assert_eq!(config.runtime_threads(), 1, "polling only: one thread");
+
+        config.bots.get_mut("b").unwrap().mode = Mode::Webhook;
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(config.runtime_threads(), cpus, "a webhook bot: every CPU");
+
+        config.worker_threads = 3;
+        assert_eq!(config.runtime_threads(), 3, "a setting wins");
     }
 }

@@ -135,6 +135,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 # Rendered by the tgrelay chart from its values. TGRELAY_* environment variables
 # override any key; `tgrelay check-config` prints the effective result.
 drain_timeout = {{ include "tgrelay.toml" .Values.drainTimeout }}
+worker_threads = {{ int .Values.workerThreads }}
 
 [log]
 level = {{ include "tgrelay.toml" .Values.log.level }}
