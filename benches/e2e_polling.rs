@@ -7,7 +7,9 @@
 //! bottleneck; then, for each broker of `TEST_TGRELAY_BENCH_SINKS` (default
 //! `nats,kafka,kafka-per-bot`, the last Kafka with one topic per bot instead of one
 //! per kind): (2) the sink alone (`NatsSink`, `KafkaSink`), batches of 100 with
-//! four in flight: what the broker takes on this machine; (3) the `tgrelay` binary
+//! four in flight: what the broker takes on this machine; (2b) the sink alone once
+//! more, one batch at a time: the ceiling of any poller that confirms only acked
+//! updates, whatever its own cost; (3) the `tgrelay` binary
 //! polling the fake into fresh subjects/topics, timed from the moment the updates were
 //! queued (or the first getUpdates, if later) until the fake saw them all confirmed,
 //! with its CPU time per update (utime+stime from /proc, and this process's for (2) to
@@ -67,6 +69,9 @@ pub const TOKEN: &str = "424242:AAE-bench_token-424242";
 const BATCH: usize = 100;
 /// Batches the sink-alone measurement keeps in flight at once.
 const IN_FLIGHT: usize = 4;
+/// The sink alone once more, one batch at a time: the most any poller can reach that
+/// confirms only acked updates (it cannot fetch batch k+1 before batch k is acked).
+const SERIAL: usize = 1;
 /// How long the relay runs idle before its resident memory is sampled.
 const IDLE: Duration = Duration::from_secs(2);
 
@@ -119,6 +124,8 @@ async fn run() -> anyhow::Result<()> {
 /// Everything measured against one broker.
 struct BrokerFigures {
     sink: SinkFigures,
+    /// The sink alone, one batch at a time (`SERIAL`).
+    serial: SinkFigures,
     relay: RelayFigures,
     outage: Option<OutageFigures>,
 }
@@ -129,19 +136,24 @@ async fn measure(
     updates: &[Vec<u8>],
     kinds: &[String],
 ) -> anyhow::Result<BrokerFigures> {
+    // Fresh names for each part: a stream that had seen these ids would drop them as
+    // duplicates, faster than it stores them.
     let sink_names = Names::unique("sink");
+    let serial_names = Names::unique("serial");
     let relay_names = Names::unique("relay");
     let result = async {
-        let sink = sink_alone(broker, updates, kinds, &sink_names).await?;
+        let sink = sink_alone(broker, updates, kinds, &sink_names, IN_FLIGHT).await?;
+        let serial = sink_alone(broker, updates, kinds, &serial_names, SERIAL).await?;
         let relay = relay_end_to_end(broker, updates.to_vec(), kinds, &relay_names).await?;
         Ok(BrokerFigures {
             sink,
+            serial,
             relay,
             outage: None,
         })
     }
     .await;
-    for names in [&sink_names, &relay_names] {
+    for names in [&sink_names, &serial_names, &relay_names] {
         broker.clean_up(names, kinds).await;
     }
     result
@@ -469,12 +481,13 @@ pub fn envelopes(updates: &[Vec<u8>]) -> anyhow::Result<Vec<Envelope>> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Publishes every update through the broker's sink, `IN_FLIGHT` batches at a time.
+/// Publishes every update through the broker's sink, `in_flight` batches at a time.
 async fn sink_alone(
     broker: Broker,
     updates: &[Vec<u8>],
     kinds: &[String],
     names: &Names,
+    in_flight: usize,
 ) -> anyhow::Result<SinkFigures> {
     let sink = broker.connect(names, kinds).await?;
     let envelopes = envelopes(updates)?;
@@ -482,7 +495,7 @@ async fn sink_alone(
     let started = Instant::now();
     let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(envelopes.chunks(BATCH))
         .map(|batch| sink.publish(batch))
-        .buffer_unordered(IN_FLIGHT)
+        .buffer_unordered(in_flight)
         .collect()
         .await;
     let elapsed = started.elapsed();
@@ -658,6 +671,55 @@ async fn wait_for_first_poll(api: &FakeBotApi, relay: &mut RelayProcess) -> anyh
     )
 }
 
+/// Busy and total CPU time of the whole machine (every core, every process), from
+/// the first line of /proc/stat.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    busy: Duration,
+    total: Duration,
+}
+
+impl MachineCpu {
+    pub fn now() -> anyhow::Result<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        // cpu user nice system idle iowait irq softirq steal (guest time is in user).
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cpu "))
+            .context("/proc/stat")?
+            .split_whitespace()
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        ensure!(ticks.len() == 8, "/proc/stat: {} cpu fields", ticks.len());
+        let ticks_per_second = clock_ticks_per_second();
+        let time = |t: u64| Duration::from_secs_f64(t as f64 / ticks_per_second);
+        let total: u64 = ticks.iter().sum();
+        Ok(MachineCpu {
+            busy: time(total - ticks[3] - ticks[4]),
+            total: time(total),
+        })
+    }
+
+    pub fn since(self, before: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: self.busy.saturating_sub(before.busy),
+            total: self.total.saturating_sub(before.total),
+        }
+    }
+
+    /// Busy µs per item, for `n` items.
+    pub fn us_per(self, n: usize) -> f64 {
+        self.busy.as_secs_f64() * 1e6 / n as f64
+    }
+
+    /// How busy the cores were, 0-100 %.
+    pub fn busy_pct(self) -> f64 {
+        100.0 * self.busy.as_secs_f64() / self.total.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
 /// CPU time a process has used, from /proc/<pid>/stat.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuTime {
@@ -770,6 +832,7 @@ fn print_fake(n: usize, fake: Duration) {
 fn print_table(broker: Broker, n: usize, figures: &BrokerFigures) {
     let BrokerFigures {
         sink,
+        serial,
         relay,
         outage,
     } = figures;
@@ -781,12 +844,24 @@ fn print_table(broker: Broker, n: usize, figures: &BrokerFigures) {
             throughput(n, sink.elapsed),
         ),
         (
+            format!("2b. {sink_type} alone, one batch at a time (the ceiling of a poller that confirms only acked updates)"),
+            throughput(n, serial.elapsed),
+        ),
+        (
+            "2b / 2".into(),
+            format!("{:.0} %", 100.0 * rate(n, serial.elapsed) / rate(n, sink.elapsed)),
+        ),
+        (
             format!("3. relay binary, fake → {label}, all confirmed"),
             throughput(n, relay.elapsed),
         ),
         (
             "relay / sink alone".into(),
             format!("{:.0} %", 100.0 * ratio),
+        ),
+        (
+            "relay / sink alone one batch at a time (3 / 2b)".into(),
+            format!("{:.0} %", 100.0 * rate(n, relay.elapsed) / rate(n, serial.elapsed)),
         ),
         ("relay CPU per update".into(), relay.cpu.per_item(n)),
         (
@@ -854,12 +929,20 @@ fn print_log(title: &str, log: &str) {
 fn print_figures(broker: Broker, n: usize, figures: &BrokerFigures) {
     let BrokerFigures {
         sink,
+        serial,
         relay,
         outage,
     } = figures;
     let key = format!("polling.{}", broker.key());
     let (sink_rate, relay_rate) = (rate(n, sink.elapsed), rate(n, relay.elapsed));
+    let serial_rate = rate(n, serial.elapsed);
     println!("{key}.sink_rate={sink_rate:.0}");
+    println!("{key}.serial_rate={serial_rate:.0}");
+    println!("{key}.ceiling_pct={:.0}", 100.0 * serial_rate / sink_rate);
+    println!(
+        "{key}.relay_serial_pct={:.0}",
+        100.0 * relay_rate / serial_rate
+    );
     println!("{key}.relay_rate={relay_rate:.0}");
     println!("{key}.ratio_pct={:.0}", 100.0 * relay_rate / sink_rate);
     println!("{key}.cpu_us={:.1}", relay.cpu.us_per(n));

@@ -14,7 +14,11 @@
 //! next. Both get a short warm-up, then `TEST_TGRELAY_BENCH_REQUESTS` (default
 //! 100 000) items per level; every item's wall time is kept, sorted, and read for
 //! p50 and p99. The relay's CPU (utime+stime from /proc) covers the measured phase
-//! only. Everything shares the machine's cores with NATS, so figures vary by run;
+//! only; so does the whole machine's (/proc/stat), split into the relay and this
+//! process (the load generator), because on a machine whose cores are busy in both
+//! runs the rate ratio is about the ratio of the machine's CPU per item. The relay's
+//! thread count is its own pick unless `TEST_TGRELAY_BENCH_WORKER_THREADS` sets
+//! `worker_threads`. Everything shares the machine's cores with NATS, so figures vary by run;
 //! the targets (≥ 70 % of the sink-alone rate at 100 connections, p99 within 2 ms of
 //! the sink's) are printed, never asserted. The relay-process, CPU and naming
 //! helpers come from `e2e_polling.rs`, included as a module.
@@ -42,7 +46,7 @@ use e2e_polling::corpus::Corpus;
 use e2e_polling::fake_bot_api::FakeBotApi;
 use e2e_polling::{
     delete_stream, env_count, envelopes, nats_config, nats_sink_toml, print_machine, print_markers,
-    proc_status_kib, CpuTime, Names, RelayProcess, TOKEN,
+    proc_status_kib, CpuTime, MachineCpu, Names, RelayProcess, TOKEN,
 };
 
 /// Concurrent connections (and sink-alone tasks), in the order measured.
@@ -78,8 +82,19 @@ async fn run() -> anyhow::Result<()> {
 struct Level {
     concurrency: usize,
     relay: Run,
-    relay_cpu: CpuTime,
+    relay_cpu: RelayCpu,
     sink: Run,
+    /// The whole machine while the sink alone ran: this process, NATS, the idle relay.
+    sink_machine: MachineCpu,
+}
+
+/// CPU spent while the relay was measured.
+struct RelayCpu {
+    relay: CpuTime,
+    /// This process: the load generator.
+    generator: CpuTime,
+    /// Every process: relay, generator, NATS.
+    machine: MachineCpu,
 }
 
 struct Report {
@@ -108,7 +123,7 @@ async fn measure(n: usize, sink_names: &Names, relay_names: &Names) -> anyhow::R
         let updates = corpus.mixed(first_id, warm_up + n, 11);
         bytes = updates.iter().map(Vec::len).sum::<usize>() / updates.len();
         let (warm, measured) = updates.split_at(warm_up);
-        let sink_run = sink_level(&sink, concurrency, warm, measured).await?;
+        let (sink_run, sink_machine) = sink_level(&sink, concurrency, warm, measured).await?;
         let (relay_run, relay_cpu) =
             relay_level(addr, &mut relay, concurrency, warm, measured).await?;
         posted += updates.len();
@@ -117,6 +132,7 @@ async fn measure(n: usize, sink_names: &Names, relay_names: &Names) -> anyhow::R
             relay: relay_run,
             relay_cpu,
             sink: sink_run,
+            sink_machine,
         });
     }
     sink.close().await;
@@ -203,9 +219,12 @@ async fn sink_level(
     concurrency: usize,
     warm: &[Vec<u8>],
     measured: &[Vec<u8>],
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<(Run, MachineCpu)> {
     publish_all(sink, concurrency, envelopes(warm)?).await?;
-    publish_all(sink, concurrency, envelopes(measured)?).await
+    let envelopes = envelopes(measured)?;
+    let before = MachineCpu::now()?;
+    let run = publish_all(sink, concurrency, envelopes).await?;
+    Ok((run, MachineCpu::now()?.since(before)))
 }
 
 async fn publish_all(
@@ -233,8 +252,10 @@ async fn publish_all(
 // ---- The relay ----
 
 fn relay_config(api_url: &str, listen: SocketAddr, names: &Names) -> String {
+    // `worker_threads` of the relay: TEST_TGRELAY_BENCH_WORKER_THREADS, else its own pick.
+    let threads = std::env::var("TEST_TGRELAY_BENCH_WORKER_THREADS").unwrap_or_else(|_| "0".into());
     format!(
-        "drain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
+        "worker_threads = {threads}\ndrain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
          [webhook]\nlisten = \"{listen}\"\n\
          [bots.main]\ntoken = \"{TOKEN}\"\napi_url = \"{api_url}\"\nmode = \"webhook\"\n\
          [bots.main.webhook]\nregister = false\nsecret_token = \"{SECRET}\"\n\
@@ -369,12 +390,21 @@ async fn relay_level(
     concurrency: usize,
     warm: &[Vec<u8>],
     measured: &[Vec<u8>],
-) -> anyhow::Result<(Run, CpuTime)> {
+) -> anyhow::Result<(Run, RelayCpu)> {
     let (_, connections) = post_all(connect_all(addr, concurrency).await?, warm).await?;
-    let before = CpuTime::of(relay.pid())?;
+    let own = std::process::id();
+    let before = (
+        CpuTime::of(relay.pid())?,
+        CpuTime::of(own)?,
+        MachineCpu::now()?,
+    );
     let run = post_all(connections, measured).await;
     relay.ensure_running()?;
-    let cpu = CpuTime::of(relay.pid())?.since(before);
+    let cpu = RelayCpu {
+        relay: CpuTime::of(relay.pid())?.since(before.0),
+        generator: CpuTime::of(own)?.since(before.1),
+        machine: MachineCpu::now()?.since(before.2),
+    };
     Ok((run?.0, cpu))
 }
 
@@ -418,7 +448,31 @@ fn print_table(n: usize, report: &Report) {
             sink.quantile_ms(0.5),
             sink.quantile_ms(0.99),
             relay.quantile_ms(0.99) - sink.quantile_ms(0.99),
-            level.relay_cpu.per_item(relay.sorted.len()),
+            level.relay_cpu.relay.per_item(relay.sorted.len()),
+        );
+    }
+    println!(
+        "\nWhere the CPU went, over the whole machine (every process: this one, the relay, \
+         nats-server). When the cores are close to fully busy in both runs, the rate ratio \
+         is about the ratio of these costs per item.\n"
+    );
+    println!(
+        "| concurrency | sink alone: machine CPU per publish (cores busy) | relay run: machine \
+         CPU per request (cores busy) | of it, relay | of it, load generator |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for level in &report.levels {
+        let (n_relay, n_sink) = (level.relay.sorted.len(), level.sink.sorted.len());
+        let cpu = &level.relay_cpu;
+        println!(
+            "| {} | {:.1} µs ({:.0} %) | {:.1} µs ({:.0} %) | {:.1} µs | {:.1} µs |",
+            level.concurrency,
+            level.sink_machine.us_per(n_sink),
+            level.sink_machine.busy_pct(),
+            cpu.machine.us_per(n_relay),
+            cpu.machine.busy_pct(),
+            cpu.relay.us_per(n_relay),
+            cpu.generator.us_per(n_relay),
         );
     }
     println!(
@@ -449,9 +503,19 @@ fn print_figures(report: &Report) {
         println!("{key}.sink_p99_ms={:.2}", sink.quantile_ms(0.99));
         let diff = relay.quantile_ms(0.99) - sink.quantile_ms(0.99);
         println!("{key}.p99_diff_ms={diff:+.2}");
+        let n = relay.sorted.len();
+        println!("{key}.cpu_us={:.1}", level.relay_cpu.relay.us_per(n));
         println!(
-            "{key}.cpu_us={:.1}",
-            level.relay_cpu.us_per(relay.sorted.len())
+            "{key}.generator_cpu_us={:.1}",
+            level.relay_cpu.generator.us_per(n)
+        );
+        println!(
+            "{key}.machine_cpu_us={:.1}",
+            level.relay_cpu.machine.us_per(n)
+        );
+        println!(
+            "{key}.sink_machine_cpu_us={:.1}",
+            level.sink_machine.us_per(sink.sorted.len())
         );
     }
     println!(
