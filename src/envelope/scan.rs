@@ -344,7 +344,7 @@ impl<'a> Scanner<'a> {
             }
         }
         let quoted = &self.buf[start..self.pos];
-        if non_ascii && std::str::from_utf8(quoted).is_err() {
+        if non_ascii && !utf8::is_valid(quoted) {
             self.pos = start;
             return self.error("invalid UTF-8 in a string");
         }
@@ -368,6 +368,8 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 }
+
+mod utf8;
 
 #[cfg(test)]
 mod tests;
