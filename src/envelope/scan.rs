@@ -107,7 +107,7 @@ impl<'a> Scanner<'a> {
             Some(b'{') => self.object(depth, |s, _, depth| s.skip_value(depth)),
             Some(b'[') => self.array(depth, |s, depth| s.skip_value(depth)),
             Some(b'"') => self.string().map(drop),
-            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            Some(b'-' | b'0'..=b'9') => self.skip_number().map(drop),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
@@ -123,11 +123,9 @@ impl<'a> Scanner<'a> {
         depth: usize,
         mut entry: impl FnMut(&mut Self, Str<'a>, usize) -> Result<(), E>,
     ) -> Result<(), E> {
-        let depth = self.enter(depth)?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        let Some(depth) = self.enter(depth, b'}')? else {
             return Ok(());
-        }
+        };
         loop {
             match self.peek() {
                 Some(b'"') => {}
@@ -140,14 +138,8 @@ impl<'a> Scanner<'a> {
             }
             self.pos += 1;
             entry(self, key, depth)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(_) => return Err(self.fail("expected ',' or '}'").into()),
-                None => return Err(self.fail("EOF while parsing an object").into()),
+            if !self.next_entry(b'}', "expected ',' or '}'", "EOF while parsing an object")? {
+                return Ok(());
             }
         }
     }
@@ -169,39 +161,59 @@ impl<'a> Scanner<'a> {
 
     /// Validates an array at the cursor (on its `[`), handing each element to `item`,
     /// which must consume it.
-    /// Its loop mirrors `object`'s rather than sharing one behind a closure: that
-    /// shared loop, run for every value, cost 7 % of envelope building.
+    /// Its loop mirrors `object`'s, sharing its steps but not a loop behind a closure:
+    /// that shared loop, run for every value, cost 7 % of envelope building.
     pub(crate) fn array<E: From<SyntaxError>>(
         &mut self,
         depth: usize,
         mut item: impl FnMut(&mut Self, usize) -> Result<(), E>,
     ) -> Result<(), E> {
-        let depth = self.enter(depth)?;
-        if self.peek() == Some(b']') {
-            self.pos += 1;
+        let Some(depth) = self.enter(depth, b']')? else {
             return Ok(());
-        }
+        };
         loop {
             item(self, depth)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(_) => return Err(self.fail("expected ',' or ']'").into()),
-                None => return Err(self.fail("EOF while parsing a list").into()),
+            if !self.next_entry(b']', "expected ',' or ']'", "EOF while parsing a list")? {
+                return Ok(());
             }
         }
     }
 
-    /// Steps over an opening `{` or `[`, one level deeper.
-    fn enter(&mut self, depth: usize) -> Result<usize, SyntaxError> {
+    /// Steps over an opening `{` or `[`, one level deeper; `None` when the container is
+    /// empty, its `close` stepped over too.
+    #[inline(always)]
+    fn enter(&mut self, depth: usize, close: u8) -> Result<Option<usize>, SyntaxError> {
         if depth >= MAX_DEPTH {
             return self.error("recursion limit exceeded");
         }
         self.pos += 1;
-        Ok(depth + 1)
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(None);
+        }
+        Ok(Some(depth + 1))
+    }
+
+    /// After an entry: steps over `,` (true: another entry follows) or `close` (false).
+    #[inline(always)]
+    fn next_entry(
+        &mut self,
+        close: u8,
+        expected: &'static str,
+        eof: &'static str,
+    ) -> Result<bool, SyntaxError> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(_) => self.error(expected),
+            None => self.error(eof),
+        }
     }
 
     fn literal(&mut self, word: &[u8]) -> Result<(), SyntaxError> {
@@ -216,39 +228,29 @@ impl<'a> Scanner<'a> {
     /// Validates a number. Its value when it is an integer that fits i64, as serde_json
     /// would hand it to a visitor (it reads `-0` and anything with `.` or `e` as floats).
     pub(crate) fn number(&mut self) -> Result<Option<i64>, SyntaxError> {
-        let negative = self.buf.get(self.pos) == Some(&b'-');
-        if negative {
-            self.pos += 1;
+        let start = self.pos;
+        if !self.skip_number()? {
+            return Ok(None);
         }
-        let mut magnitude = Some(0_u64);
-        match self.buf.get(self.pos) {
-            Some(b'0') => {
-                self.pos += 1;
-                if let Some(b'0'..=b'9') = self.buf.get(self.pos) {
-                    return self.error("invalid number");
-                }
-            }
-            Some(b'1'..=b'9') => {
-                while let Some(&d @ b'0'..=b'9') = self.buf.get(self.pos) {
-                    magnitude = magnitude
-                        .and_then(|m| m.checked_mul(10))
-                        .and_then(|m| m.checked_add(u64::from(d - b'0')));
-                    self.pos += 1;
-                }
-            }
-            _ => return self.error("invalid number"),
-        }
-        let integer = !self.fraction_and_exponent()?;
-        Ok(match (integer, negative, magnitude) {
-            (true, false, Some(m)) => i64::try_from(m).ok(),
-            (true, true, Some(m)) if (1..=1 << 63).contains(&m) => Some((m as i64).wrapping_neg()),
+        let token = self.slice(start);
+        let (negative, digits) = match token.split_first() {
+            Some((b'-', digits)) => (true, digits),
+            _ => (false, token),
+        };
+        let magnitude = digits.iter().try_fold(0_u64, |m, &d| {
+            m.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        });
+        Ok(match (negative, magnitude) {
+            (false, Some(m)) => i64::try_from(m).ok(),
+            (true, Some(m)) if (1..=1 << 63).contains(&m) => Some((m as i64).wrapping_neg()),
             _ => None,
         })
     }
 
-    /// Validates a number whose value nobody reads: [`Scanner::number`]'s checks
-    /// without its arithmetic (most numbers of an update are skipped).
-    fn skip_number(&mut self) -> Result<(), SyntaxError> {
+    /// Validates a number; whether it is an integer (no fraction, no exponent). Most
+    /// numbers of an update are skipped: their digits need checking, not accumulating.
+    #[inline(always)]
+    fn skip_number(&mut self) -> Result<bool, SyntaxError> {
         if self.buf.get(self.pos) == Some(&b'-') {
             self.pos += 1;
         }
@@ -267,7 +269,7 @@ impl<'a> Scanner<'a> {
             }
             _ => return self.error("invalid number"),
         }
-        self.fraction_and_exponent().map(drop)
+        Ok(!self.fraction_and_exponent()?)
     }
 
     /// Steps over `.digits` and `e±digits` when present; whether there were any.
