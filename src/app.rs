@@ -157,7 +157,8 @@ impl Relay {
         tracing::info!(
             sink = self.sink.name(),
             bots = self.config.bots.len(),
-            threads = self.config.runtime_threads(),
+            // What the runtime runs on (main picked it from the config), not a second pick.
+            threads = tokio::runtime::Handle::current().metrics().num_workers(),
             "tgrelay started"
         );
         Ok(Running {
