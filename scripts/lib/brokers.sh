@@ -66,11 +66,18 @@ start_kafka() {
   install_tansu
   local dir
   dir=$(mktemp -d -t tgrelay-kafka.XXXXXX)
-  (cd "$dir" && exec tansu broker --listener-url tcp://127.0.0.1:9092 \
-    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/) \
+  launch_tansu 9092 "$dir"
+  export TEST_TGRELAY_KAFKA_PID=${started[-1]}
+  echo "started tansu (Kafka protocol) on 127.0.0.1:9092, log in $dir/tansu.log"
+}
+
+# Starts tansu with its in-memory storage on 127.0.0.1:$1, in and logging to directory
+# $2, and waits until it listens; stopped on exit.
+launch_tansu() {
+  local port=$1 dir=$2
+  (cd "$dir" && exec tansu broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/) \
     >"$dir/tansu.log" 2>&1 &
   started+=($!)
-  export TEST_TGRELAY_KAFKA_PID=$!
-  wait_port 9092
-  echo "started tansu (Kafka protocol) on 127.0.0.1:9092, log in $dir/tansu.log"
+  wait_port "$port"
 }
