@@ -41,7 +41,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use serde::Deserialize;
 use tgrelay::ack::Outcome;
-use tgrelay::config::EnvelopeMode;
+use tgrelay::cloudevent::EnvelopeMode;
 use tgrelay::envelope::{BotIdentity, Envelope};
 use tgrelay::sink::kafka::topics::{self, BotRoutes};
 use tgrelay::sink::kafka::{KafkaSink, KafkaSinkConfig};

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use tgrelay::config::EnvelopeMode;
+use tgrelay::cloudevent::EnvelopeMode;
 use tgrelay::envelope::Envelope;
 use tgrelay::sink::nats::NatsSink;
 use tgrelay::sink::Sink;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
-use crate::config::{BotConfig, Config, Mode, SinkKind};
+use crate::config::{BotConfig, Config, Mode};
 use crate::envelope::BotIdentity;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -23,7 +23,7 @@ use crate::sink::file::FileSink;
 use crate::sink::kafka::topics::BotRoutes;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::nats::NatsSink;
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkKind};
 use crate::source::polling::{PollingSettings, PollingSource};
 use crate::source::webhook::registration::{self, Registration};
 use crate::source::webhook::{self, WebhookBot, WebhookServer};

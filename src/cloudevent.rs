@@ -9,12 +9,22 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::envelope::{Envelope, UpdateKind};
-use crate::sink::DeadLetter;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{DeadLetter, Envelope, UpdateKind};
 
 pub const SPEC_VERSION: &str = "1.0";
 pub const DATA_CONTENT_TYPE: &str = "application/json";
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// CloudEvents content mode of a message: attributes in headers, or all in the body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvelopeMode {
+    #[default]
+    Binary,
+    Structured,
+}
 
 /// A CloudEvents attribute carried in headers, with its name in each binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::UpdateKind;
 use crate::secret::Secret;
-use crate::sink::kafka::KafkaSinkConfig;
-use crate::sink::nats::NatsSinkConfig;
+use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
 
 mod validate;
@@ -125,51 +124,6 @@ pub enum Mode {
     Polling,
     /// Telegram POSTs updates to the relay.
     Webhook,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SinkConfig {
-    /// Which sink: `file` (default, needs no broker), `nats` or `kafka`.
-    pub kind: SinkKind,
-    /// `binary`: the body is Telegram's update, attributes in headers. `structured`:
-    /// the body is a CloudEvents JSON object whose `data` is the update.
-    pub envelope: EnvelopeMode,
-    pub file: FileSinkConfig,
-    pub nats: NatsSinkConfig,
-    pub kafka: KafkaSinkConfig,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    #[default]
-    File,
-    Nats,
-    Kafka,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EnvelopeMode {
-    #[default]
-    Binary,
-    Structured,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FileSinkConfig {
-    /// JSON-lines file, one CloudEvents structured object per line; appended to.
-    pub path: PathBuf,
-}
-
-impl Default for FileSinkConfig {
-    fn default() -> Self {
-        FileSinkConfig {
-            path: PathBuf::from("tgrelay-updates.jsonl"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -120,6 +120,18 @@ impl fmt::Debug for Envelope {
     }
 }
 
+/// Bytes that can never be an update of any route (not an object, no `update_id`):
+/// they go to the dead-letter route with the reason, so nothing is dropped silently.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub bot: Arc<BotIdentity>,
+    /// Stable id for the bytes (see `envelope::malformed_id`).
+    pub id: String,
+    pub reason: String,
+    pub payload: Bytes,
+    pub received_at: SystemTime,
+}
+
 /// Bytes that are valid JSON but not an update (no integer `update_id`, not an object).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed update: {reason}")]

@@ -5,27 +5,54 @@
 //! await every outcome before confirming anything; sinks publish a batch's
 //! envelopes concurrently, so a batch costs about one broker round trip.
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::ack::Outcome;
-use crate::envelope::{BotIdentity, Envelope};
+use crate::cloudevent::EnvelopeMode;
+use crate::envelope::{DeadLetter, Envelope};
+
+pub use file::FileSinkConfig;
+pub use kafka::KafkaSinkConfig;
+pub use nats::NatsSinkConfig;
 
 pub mod file;
 pub mod kafka;
 pub mod memory;
 pub mod nats;
 
-/// Bytes that can never be an update of any route (not an object, no `update_id`):
-/// they go to the dead-letter route with the reason, so nothing is dropped silently.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub bot: std::sync::Arc<BotIdentity>,
-    /// Stable id for the bytes (see `envelope::malformed_id`).
-    pub id: String,
-    pub reason: String,
-    pub payload: Bytes,
-    pub received_at: std::time::SystemTime,
+/// `[sink]`: which sink, and each one's settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Which sink: `file` (default, needs no broker), `nats` or `kafka`.
+    pub kind: SinkKind,
+    /// `binary`: the body is Telegram's update, attributes in headers. `structured`:
+    /// the body is a CloudEvents JSON object whose `data` is the update.
+    pub envelope: EnvelopeMode,
+    pub file: FileSinkConfig,
+    pub nats: NatsSinkConfig,
+    pub kafka: KafkaSinkConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    #[default]
+    File,
+    Nats,
+    Kafka,
+}
+
+impl SinkConfig {
+    /// Every problem of the chosen sink's settings.
+    pub fn validate(&self) -> Vec<String> {
+        match self.kind {
+            SinkKind::File => self.file.validate(),
+            SinkKind::Nats => self.nats.validate(),
+            SinkKind::Kafka => self.kafka.validate(),
+        }
+    }
 }
 
 /// A destination for envelopes.

@@ -11,7 +11,7 @@ use support::fake_bot_api::FakeBotApi;
 use support::kafka::{self as ksupport, read_prefix};
 use support::nats::unique;
 use support::relay::{relay_until_confirmed, token};
-use tgrelay::config::EnvelopeMode;
+use tgrelay::cloudevent::EnvelopeMode;
 use tgrelay::sink::kafka::topics::BotRoutes;
 use tgrelay::sink::kafka::{KafkaSink, KafkaSinkConfig};
 

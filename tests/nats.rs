@@ -12,7 +12,7 @@ use support::corpus::{expected_routing, Corpus};
 use support::fake_bot_api::FakeBotApi;
 use support::nats::{self as jsupport, read_all, unique};
 use support::relay::{relay_until_confirmed, token};
-use tgrelay::config::EnvelopeMode;
+use tgrelay::cloudevent::EnvelopeMode;
 use tgrelay::envelope::{BotIdentity, Envelope};
 use tgrelay::sink::nats::NatsSink;
 use tgrelay::sink::Sink;

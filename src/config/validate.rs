@@ -1,7 +1,6 @@
 //! Validation: every problem of a configuration, each naming its key and env variable.
 
-use super::{BotConfig, Config, Mode, SinkKind};
-use crate::route::RouteTemplate;
+use super::{BotConfig, Config, Mode};
 use crate::secret::Secret;
 
 /// The bot id of a token (`<digits>:<secret>`), if the token has that shape.
@@ -33,7 +32,7 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
     for (name, bot) in &mut config.bots {
         validate_bot(name, bot, &mut errors);
     }
-    validate_sink(config, &mut errors);
+    errors.extend(config.sink.validate());
     validate_webhook_server(config, &mut errors);
     if config.worker_threads > MAX_WORKER_THREADS {
         errors.push(format!(
@@ -244,41 +243,6 @@ fn validate_webhook_server(config: &Config, errors: &mut Vec<String>) {
         if let Err(e) = crate::source::webhook::Cidr::parse(proxy) {
             errors.push(format!("webhook.trusted_proxies: {e}"));
         }
-    }
-}
-
-fn validate_sink(config: &Config, errors: &mut Vec<String>) {
-    let sink = &config.sink;
-    match sink.kind {
-        SinkKind::File => {
-            if sink.file.path.as_os_str().is_empty() {
-                errors.push("sink.file.path (TGRELAY_SINK__FILE__PATH): required".into());
-            }
-        }
-        SinkKind::Nats => {
-            let nats = &sink.nats;
-            for (field, template) in [
-                ("subject", &nats.subject),
-                ("dead_letter_subject", &nats.dead_letter_subject),
-            ] {
-                if let Err(e) = RouteTemplate::parse(template) {
-                    errors.push(format!(
-                        "sink.nats.{field} (TGRELAY_SINK__NATS__{}): {e}",
-                        field.to_uppercase()
-                    ));
-                }
-            }
-            if nats.stream.is_empty() || nats.stream.contains(['.', '*', '>', ' ']) {
-                errors.push("sink.nats.stream: a stream name without . * > or spaces".into());
-            }
-            if nats.max_in_flight == 0 {
-                errors.push("sink.nats.max_in_flight: must be at least 1".into());
-            }
-            if nats.publish_timeout.is_zero() {
-                errors.push("sink.nats.publish_timeout: must be above zero".into());
-            }
-        }
-        SinkKind::Kafka => errors.extend(sink.kafka.validate()),
     }
 }
 

@@ -13,12 +13,39 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DeadLetter, Sink};
+use super::Sink;
 use crate::ack::Outcome;
 use crate::cloudevent::Attributes;
-use crate::envelope::Envelope;
+use crate::envelope::{DeadLetter, Envelope};
+
+/// `[sink.file]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// JSON-lines file, one CloudEvents structured object per line; appended to.
+    pub path: PathBuf,
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        FileSinkConfig {
+            path: PathBuf::from("tgrelay-updates.jsonl"),
+        }
+    }
+}
+
+impl FileSinkConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.path.as_os_str().is_empty() {
+            errors.push("sink.file.path (TGRELAY_SINK__FILE__PATH): required".into());
+        }
+        errors
+    }
+}
 
 /// Lines waiting for the writer; bounded so a stuck disk pushes back on sources.
 const QUEUE: usize = 256;

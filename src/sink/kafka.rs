@@ -21,11 +21,10 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 
-use super::{DeadLetter, Sink};
+use super::Sink;
 use crate::ack::Outcome;
-use crate::cloudevent::{self, Attributes};
-use crate::config::EnvelopeMode;
-use crate::envelope::Envelope;
+use crate::cloudevent::{self, Attributes, EnvelopeMode};
+use crate::envelope::{DeadLetter, Envelope};
 use crate::route::RouteTemplate;
 
 mod config;

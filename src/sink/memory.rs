@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{DeadLetter, Sink};
+use super::Sink;
 use crate::ack::Outcome;
-use crate::envelope::Envelope;
+use crate::envelope::{DeadLetter, Envelope};
 
 #[derive(Default)]
 pub struct MemorySink {

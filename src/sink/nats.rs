@@ -21,11 +21,10 @@ use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
-use super::{DeadLetter, Sink};
+use super::Sink;
 use crate::ack::Outcome;
-use crate::cloudevent::{self, Attr, Attributes};
-use crate::config::EnvelopeMode;
-use crate::envelope::Envelope;
+use crate::cloudevent::{self, Attr, Attributes, EnvelopeMode};
+use crate::envelope::{DeadLetter, Envelope};
 use crate::route::RouteTemplate;
 use crate::secret::Secret;
 
@@ -78,6 +77,34 @@ impl Default for NatsSinkConfig {
             password: None,
             token: None,
         }
+    }
+}
+
+impl NatsSinkConfig {
+    /// Every problem of these settings, each naming its key and environment variable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (field, template) in [
+            ("subject", &self.subject),
+            ("dead_letter_subject", &self.dead_letter_subject),
+        ] {
+            if let Err(e) = RouteTemplate::parse(template) {
+                errors.push(format!(
+                    "sink.nats.{field} (TGRELAY_SINK__NATS__{}): {e}",
+                    field.to_uppercase()
+                ));
+            }
+        }
+        if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
+            errors.push("sink.nats.stream: a stream name without . * > or spaces".into());
+        }
+        if self.max_in_flight == 0 {
+            errors.push("sink.nats.max_in_flight: must be at least 1".into());
+        }
+        if self.publish_timeout.is_zero() {
+            errors.push("sink.nats.publish_timeout: must be above zero".into());
+        }
+        errors
     }
 }
 

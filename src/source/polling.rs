@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::BotContext;
 use crate::ack::{confirm_offset, Outcome};
 use crate::backoff::Backoff;
-use crate::envelope::{malformed_id, Envelope};
-use crate::sink::DeadLetter;
+use crate::envelope::{malformed_id, DeadLetter, Envelope};
 use crate::telegram::{ErrorClass, GetUpdates, RawUpdate, TelegramError};
 
 /// Polling settings of one bot.
