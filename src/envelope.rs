@@ -4,7 +4,8 @@
 //! slice of the HTTP body Telegram sent, so what a consumer reads is byte-identical
 //! to what Telegram wrote. The few facts the relay needs (update id, kind, chat and
 //! user ids) are read by [`UpdateHead`] in the same pass that validates the JSON
-//! (see `crate::getupdates` for how a whole response is split).
+//! (see [`crate::telegram::reply`] for how a whole getUpdates reply is split).
+//! A [`DeadLetter`] carries bytes that are not an update at all.
 
 use std::fmt;
 use std::sync::Arc;

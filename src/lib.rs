@@ -7,15 +7,16 @@
 //! carries the same id (`<bot_id>:<update_id>`) to deduplicate on.
 //!
 //! Modules:
-//! - [`config`]: defaults → config.toml → `TGRELAY_*` environment, validated in one pass.
+//! - [`config`]: defaults → config.toml → `TGRELAY_*` environment, validated in one pass;
+//!   each sink and source describes and validates its own section.
 //! - [`telegram`]: the small Bot API client; token-safe errors; zero-copy getUpdates split.
 //! - [`envelope`]: one update's routing facts and Telegram's bytes, untouched.
-//! - [`cloudevent`]: the wire contract's attributes, binary and structured.
+//! - [`cloudevent`]: the wire contract's attributes and content modes (binary, structured).
 //! - [`route`]: subject/topic templates.
 //! - [`ack`]: the one place that decides what may be confirmed.
 //! - [`backoff`]: how long to wait before retrying.
-//! - [`source`]: where updates come from (polling).
-//! - [`sink`]: where they go (NATS JetStream, JSON-lines file, memory for tests).
+//! - [`source`]: where updates come from: getUpdates long polling, or the webhook listener.
+//! - [`sink`]: where they go: NATS JetStream, Kafka, a JSON-lines file, memory for tests.
 //! - [`metrics`], [`health`], [`admin`]: what an operator sees.
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`]: strings that never print themselves.
