@@ -14,7 +14,6 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::Backoff;
 use crate::config::{BotConfig, Config, Mode};
 use crate::envelope::BotIdentity;
 use crate::health::Health;
@@ -24,10 +23,11 @@ use crate::sink::kafka::topics::BotRoutes;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::nats::NatsSink;
 use crate::sink::{Sink, SinkKind};
-use crate::source::polling::{PollingSettings, PollingSource};
-use crate::source::webhook::registration::{self, Registration};
+use crate::source::polling::PollingSource;
+use crate::source::webhook::registration;
 use crate::source::webhook::{self, WebhookBot, WebhookServer};
 use crate::source::BotContext;
+use crate::supervisor::{polling_settings, webhook_registration};
 use crate::telegram::BotApi;
 
 /// The longest the final flush may take at shutdown (the Kafka sink bounds its own at 5 s).
@@ -233,31 +233,10 @@ fn spawn_polling(
     bot: &BotConfig,
     shutdown: CancellationToken,
 ) {
-    let settings = PollingSettings {
-        timeout_secs: bot.poll_timeout.as_secs() as u32,
-        limit: bot.poll_limit as u8,
-        allowed_updates: bot.allowed_updates.clone(),
-        delete_webhook: bot.delete_webhook,
-        backoff: Backoff::DEFAULT,
-    };
-    let source = PollingSource::new(ctx, settings);
+    let source = PollingSource::new(ctx, polling_settings(bot));
     bots.spawn(async move {
         if let Err(stopped) = source.run(shutdown).await {
             tracing::error!(error = %stopped, "bot stopped");
         }
     });
-}
-
-/// What `setWebhook` should say for a bot.
-pub fn webhook_registration(bot: &BotConfig) -> Registration {
-    Registration {
-        config: bot.webhook.clone(),
-        secret: bot
-            .webhook
-            .secret_token
-            .clone()
-            .expect("validated: a secret"),
-        secret_generated: bot.webhook_secret_generated,
-        allowed_updates: bot.allowed_updates.clone(),
-    }
 }

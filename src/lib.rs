@@ -35,4 +35,5 @@ pub mod route;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod supervisor;
 pub mod telegram;

@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use tgrelay::app::{webhook_registration, Relay};
+use tgrelay::app::Relay;
 use tgrelay::config::{Config, LogFormat};
+use tgrelay::supervisor::webhook_registration;
 use tgrelay::telegram::BotApi;
 
 // glibc's malloc spent a tenth of the relay's CPU in allocation, trimming and arena
