@@ -1,21 +1,21 @@
-//! Wiring: one sink, one source per bot, the admin server, and shutdown.
+//! Wiring: one sink, a supervisor running each bot, the webhook listener, the admin
+//! server, and shutdown.
 //!
-//! Shutdown is one `CancellationToken` handed to every task. Sources stop fetching,
-//! finish the batch in hand and confirm; the relay waits for them up to the drain
-//! deadline, then flushes the sink. Bots are isolated: one bot stopping (a revoked
-//! token) leaves the others running; only when every bot has stopped does the
-//! relay exit with an error.
+//! Shutdown is one `CancellationToken`, the parent of every bot's own token. Bots
+//! stop fetching, finish the batch in hand and confirm; the relay waits for them up
+//! to the drain deadline, then flushes the sink. Bots are isolated: one bot failing
+//! (a revoked token) leaves the others running; only when every configured bot has
+//! failed does the relay exit with an error.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::{BotConfig, Config, Mode};
-use crate::envelope::BotIdentity;
+use crate::config::{Config, Mode};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::sink::file::FileSink;
@@ -23,11 +23,8 @@ use crate::sink::kafka::topics::BotRoutes;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::nats::NatsSink;
 use crate::sink::{Sink, SinkKind};
-use crate::source::polling::PollingSource;
-use crate::source::webhook::registration;
 use crate::source::webhook::{self, WebhookBot, WebhookServer};
-use crate::source::BotContext;
-use crate::supervisor::{polling_settings, webhook_registration};
+use crate::supervisor::{BotDeps, Supervisor};
 use crate::telegram::BotApi;
 
 /// The longest the final flush may take at shutdown (the Kafka sink bounds its own at 5 s).
@@ -94,7 +91,7 @@ impl Relay {
         self.start(shutdown).await?.wait().await
     }
 
-    /// Binds the listeners and starts every source; a taken port or a bad TLS file
+    /// Binds the listeners and starts every bot; a taken port or a bad TLS file
     /// fails here, before anything is fetched.
     pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<Running> {
         if !self.config.admin.listen.is_empty() {
@@ -110,39 +107,32 @@ impl Relay {
                 })?;
             tokio::spawn(crate::admin::serve(listener, admin, shutdown.clone()));
         }
-        let bots = TaskTracker::new();
-        let http = BotApi::http_client();
-        let mut webhook_bots = Vec::new();
+        let deps = BotDeps {
+            http: BotApi::http_client(),
+            sink: Arc::clone(&self.sink),
+            metrics: Arc::clone(&self.metrics),
+            health: Arc::clone(&self.health),
+        };
+        let supervisor = Supervisor::new(deps.clone(), shutdown.clone());
+        // Every replica answers every webhook bot's POSTs; running a bot (below) is
+        // what registers and reconciles its webhook.
+        let webhook_bots: Vec<WebhookBot> = self
+            .config
+            .bots
+            .iter()
+            .filter(|(_, bot)| bot.mode == Mode::Webhook)
+            .map(|(name, bot)| {
+                let secret = bot
+                    .webhook
+                    .secret_token
+                    .clone()
+                    .expect("validated: a secret");
+                WebhookBot::new(deps.context(name, bot), bot.webhook.path_for(name), secret)
+            })
+            .collect();
         for (name, bot) in &self.config.bots {
-            let ctx = BotContext {
-                bot: Arc::new(BotIdentity::new(name.clone(), bot.bot_id())),
-                api: BotApi::new(http.clone(), &bot.api_url, bot.token().clone()),
-                sink: Arc::clone(&self.sink),
-                metrics: Arc::clone(&self.metrics),
-                health: Arc::clone(&self.health),
-            };
-            ctx.set_up(false);
-            match bot.mode {
-                Mode::Polling => spawn_polling(&bots, ctx, bot, shutdown.clone()),
-                Mode::Webhook => {
-                    let registration = bot.webhook.register.then(|| webhook_registration(bot));
-                    let interval = bot.webhook.info_interval;
-                    bots.spawn(registration::run(
-                        ctx.clone(),
-                        registration,
-                        interval,
-                        shutdown.clone(),
-                    ));
-                    let secret = bot
-                        .webhook
-                        .secret_token
-                        .clone()
-                        .expect("validated: a secret");
-                    webhook_bots.push(WebhookBot::new(ctx, bot.webhook.path_for(name), secret));
-                }
-            }
+            supervisor.start(name, bot);
         }
-        bots.close();
         let mut webhook_addr = None;
         let mut webhook_task = None;
         if !webhook_bots.is_empty() {
@@ -164,7 +154,8 @@ impl Relay {
         Ok(Running {
             webhook_addr,
             webhook_task,
-            bots,
+            configured: self.config.bots.keys().cloned().collect(),
+            supervisor,
             shutdown,
             sink: self.sink,
             drain_timeout: self.config.drain_timeout,
@@ -177,27 +168,34 @@ pub struct Running {
     /// Where the webhook listener is bound, when any bot uses webhooks.
     pub webhook_addr: Option<SocketAddr>,
     webhook_task: Option<tokio::task::JoinHandle<()>>,
-    bots: TaskTracker,
+    /// Every configured bot: when all of them have failed, the relay has nothing to do.
+    configured: BTreeSet<String>,
+    supervisor: Supervisor,
     shutdown: CancellationToken,
     sink: Arc<dyn Sink>,
     drain_timeout: Duration,
 }
 
 impl Running {
-    /// Waits for `shutdown` (then drains) or for every bot to stop (an error).
+    /// The supervisor of this relay's bots.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Waits for `shutdown` (then drains) or for every configured bot to fail (an error).
     pub async fn wait(self) -> anyhow::Result<()> {
-        let all_stopped = tokio::select! {
+        let all_failed = tokio::select! {
             _ = self.shutdown.cancelled() => false,
-            _ = self.bots.wait() => true,
+            _ = self.supervisor.all_failed(&self.configured) => true,
         };
-        if all_stopped && !self.shutdown.is_cancelled() {
+        if all_failed && !self.shutdown.is_cancelled() {
             self.shutdown.cancel();
             close(&*self.sink).await;
             anyhow::bail!("every bot has stopped; see the errors above");
         }
         tracing::info!(deadline = %humantime::format_duration(self.drain_timeout), "shutting down: draining");
         let drained = async {
-            self.bots.wait().await;
+            self.supervisor.drained().await;
             if let Some(task) = self.webhook_task {
                 let _ = task.await;
             }
@@ -225,18 +223,4 @@ async fn close(sink: &dyn Sink) {
     {
         tracing::warn!("the broker did not take the final flush in time; exiting anyway");
     }
-}
-
-fn spawn_polling(
-    bots: &TaskTracker,
-    ctx: BotContext,
-    bot: &BotConfig,
-    shutdown: CancellationToken,
-) {
-    let source = PollingSource::new(ctx, polling_settings(bot));
-    bots.spawn(async move {
-        if let Err(stopped) = source.run(shutdown).await {
-            tracing::error!(error = %stopped, "bot stopped");
-        }
-    });
 }

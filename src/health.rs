@@ -19,6 +19,11 @@ impl Health {
         self.sources.lock().unwrap().insert(bot.to_owned(), up);
     }
 
+    /// Forgets a bot this replica no longer runs.
+    pub fn remove_source(&self, bot: &str) {
+        self.sources.lock().unwrap().remove(bot);
+    }
+
     /// Every source registered so far, with its state.
     pub fn sources(&self) -> BTreeMap<String, bool> {
         self.sources.lock().unwrap().clone()

@@ -18,6 +18,7 @@
 //! - [`source`]: where updates come from: getUpdates long polling, or the webhook listener.
 //! - [`sink`]: where they go: NATS JetStream, Kafka, a JSON-lines file, memory for tests.
 //! - [`metrics`], [`health`], [`admin`]: what an operator sees.
+//! - [`supervisor`]: runs each bot as its own task, started and stopped alone.
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`]: strings that never print themselves.
 #![forbid(unsafe_code)]

@@ -1,11 +1,184 @@
-//! How each bot's configuration becomes the settings of its source.
+//! `Supervisor`: each bot runs as its own task under its own cancellation token, so
+//! one bot can be started and stopped without touching the others.
+//!
+//! Stopping a bot is what shutdown does to every bot: a polling bot stops fetching,
+//! finishes the batch in hand and confirms it; a webhook bot stops reconciling its
+//! registration (the shared listener keeps answering its POSTs). The relay's shutdown
+//! token is the parent of every bot's token, so one cancel still stops them all.
+//!
+//! A bot whose token Telegram refuses ends by itself and is recorded as failed; the
+//! relay decides what that means (see `app`). A bot that is merely not running (not
+//! started, or stopped) is no failure: a replica may own no bot at all.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
-use crate::config::BotConfig;
-use crate::source::polling::PollingSettings;
-use crate::source::webhook::registration::Registration;
+use crate::config::{BotConfig, Mode};
+use crate::envelope::BotIdentity;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::sink::Sink;
+use crate::source::polling::{PollingSettings, PollingSource};
+use crate::source::webhook::registration::{self, Registration};
+use crate::source::BotContext;
+use crate::telegram::BotApi;
 
-pub fn polling_settings(bot: &BotConfig) -> PollingSettings {
+/// What every bot shares: the sink, the HTTP client, metrics and health.
+#[derive(Clone)]
+pub struct BotDeps {
+    pub http: reqwest::Client,
+    pub sink: Arc<dyn Sink>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl BotDeps {
+    /// The context of one bot's source.
+    pub fn context(&self, name: &str, bot: &BotConfig) -> BotContext {
+        BotContext {
+            bot: Arc::new(BotIdentity::new(name, bot.bot_id())),
+            api: BotApi::new(self.http.clone(), &bot.api_url, bot.token().clone()),
+            sink: Arc::clone(&self.sink),
+            metrics: Arc::clone(&self.metrics),
+            health: Arc::clone(&self.health),
+        }
+    }
+}
+
+/// Starts and stops bots; cheap to clone (every clone is the same supervisor).
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deps: BotDeps,
+    /// The relay's shutdown: the parent of every bot's own token.
+    shutdown: CancellationToken,
+    /// Every bot task ever started, so the drain waits for all of them.
+    tracker: TaskTracker,
+    running: Mutex<HashMap<String, BotTask>>,
+    /// Bots that ended by themselves with an error (their token was refused).
+    failed: watch::Sender<BTreeSet<String>>,
+}
+
+struct BotTask {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Supervisor {
+    pub fn new(deps: BotDeps, shutdown: CancellationToken) -> Supervisor {
+        Supervisor {
+            inner: Arc::new(Inner {
+                deps,
+                shutdown,
+                tracker: TaskTracker::new(),
+                running: Mutex::new(HashMap::new()),
+                failed: watch::Sender::new(BTreeSet::new()),
+            }),
+        }
+    }
+
+    /// Starts a bot, unless it runs already. A failed bot may be started again.
+    pub fn start(&self, name: &str, bot: &BotConfig) {
+        let mut running = self.inner.running.lock().unwrap();
+        if running.get(name).is_some_and(|t| !t.task.is_finished()) {
+            return;
+        }
+        self.inner.failed.send_modify(|failed| {
+            failed.remove(name);
+        });
+        let ctx = self.inner.deps.context(name, bot);
+        ctx.set_up(false);
+        let stop = self.inner.shutdown.child_token();
+        let work = run_bot(ctx, bot, stop.clone());
+        let failed = self.inner.failed.clone();
+        let owned = name.to_owned();
+        let task = self.inner.tracker.spawn(async move {
+            if let Err(error) = work.await {
+                tracing::error!(bot = %owned, %error, "bot stopped");
+                failed.send_modify(|failed| {
+                    failed.insert(owned);
+                });
+            }
+        });
+        running.insert(name.to_owned(), BotTask { stop, task });
+    }
+
+    /// Stops a bot and returns once it has finished its batch and confirmed it. Its
+    /// readiness no longer counts: this replica does not run it.
+    pub async fn stop(&self, name: &str) {
+        let Some(bot) = self.inner.running.lock().unwrap().remove(name) else {
+            return;
+        };
+        bot.stop.cancel();
+        let _ = bot.task.await;
+        let deps = &self.inner.deps;
+        deps.health.remove_source(name);
+        let _ = deps.metrics.source_up.remove_label_values(&[name]);
+    }
+
+    /// The bots running now (started, not stopped, not failed).
+    pub fn running(&self) -> BTreeSet<String> {
+        let failed = self.inner.failed.borrow();
+        self.inner
+            .running
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|name| !failed.contains(*name))
+            .cloned()
+            .collect()
+    }
+
+    /// Resolves once every bot of `names` has failed (never, for an empty set).
+    pub async fn all_failed(&self, names: &BTreeSet<String>) {
+        let mut failed = self.inner.failed.subscribe();
+        let all = |f: &BTreeSet<String>| !names.is_empty() && names.is_subset(f);
+        // The sender lives in `self`, so the channel never closes while we wait.
+        let _ = failed.wait_for(all).await;
+    }
+
+    /// After shutdown: waits until every bot task has ended.
+    pub async fn drained(&self) {
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+/// One bot's work until `stop`, or an error that ends it.
+fn run_bot(
+    ctx: BotContext,
+    bot: &BotConfig,
+    stop: CancellationToken,
+) -> impl Future<Output = Result<(), String>> + Send + 'static {
+    let settings = polling_settings(bot);
+    let hook = (bot.mode == Mode::Webhook).then(|| {
+        let registration = bot.webhook.register.then(|| webhook_registration(bot));
+        (registration, bot.webhook.info_interval)
+    });
+    async move {
+        match hook {
+            None => PollingSource::new(ctx, settings)
+                .run(stop)
+                .await
+                .map_err(|e| e.to_string()),
+            Some((registration, interval)) => registration::run(ctx, registration, interval, stop)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn polling_settings(bot: &BotConfig) -> PollingSettings {
     PollingSettings {
         timeout_secs: bot.poll_timeout.as_secs() as u32,
         limit: bot.poll_limit as u8,

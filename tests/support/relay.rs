@@ -11,6 +11,7 @@ use tgrelay::app::Relay;
 use tgrelay::config::Config;
 use tgrelay::metrics::Metrics;
 use tgrelay::sink::Sink;
+use tgrelay::supervisor::Supervisor;
 
 /// A token the fake Bot API accepts, for bot id `id`.
 pub fn token(id: u64) -> String {
@@ -49,6 +50,8 @@ pub struct RunningRelay {
     pub metrics: Arc<Metrics>,
     /// The webhook listener's address, when a bot uses webhooks (see `started`).
     pub webhook_addr: Option<std::net::SocketAddr>,
+    /// The relay's bot supervisor (see `started`).
+    pub supervisor: Option<Supervisor>,
 }
 
 impl RunningRelay {
@@ -62,6 +65,7 @@ impl RunningRelay {
             task,
             metrics,
             webhook_addr: None,
+            supervisor: None,
         }
     }
 
@@ -75,11 +79,13 @@ impl RunningRelay {
             .await
             .expect("the relay starts");
         let webhook_addr = running.webhook_addr;
+        let supervisor = Some(running.supervisor().clone());
         RunningRelay {
             shutdown,
             task: tokio::spawn(running.wait()),
             metrics,
             webhook_addr,
+            supervisor,
         }
     }
 
@@ -87,6 +93,18 @@ impl RunningRelay {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.task.await.expect("the relay task does not panic")
+    }
+
+    /// The supervisor of a relay made with `started`.
+    pub fn supervisor(&self) -> &Supervisor {
+        self.supervisor
+            .as_ref()
+            .expect("made with RunningRelay::started")
+    }
+
+    /// Whether the relay has ended (by itself, or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Waits for the relay to end by itself (every bot stopped).

@@ -74,20 +74,21 @@ impl Registration {
 }
 
 /// Registers (retrying transient errors), then reads getWebhookInfo every
-/// `info_interval` until `shutdown`. The bot is ready once registered.
+/// `info_interval` until `shutdown`. The bot is ready once registered; a refused
+/// token ends it with that error.
 pub async fn run(
     ctx: BotContext,
     registration: Option<Registration>,
     interval: Duration,
     shutdown: CancellationToken,
-) {
+) -> Result<(), TelegramError> {
     let bot = ctx.bot.name.clone();
     if let Some(registration) = registration {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
             let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 result = registration.apply(&ctx.api, false) => result,
             };
             ctx.observe_call("setWebhook", started, result.as_ref().err());
@@ -97,7 +98,8 @@ pub async fn run(
                 }
                 Ok(false) => tracing::info!(%bot, "webhook already registered with these settings"),
                 Err(e) if e.class() == ErrorClass::Unauthorized => {
-                    return tracing::error!(%bot, error = %e, "Telegram refused the token; this bot stops");
+                    ctx.set_up(false);
+                    return Err(e);
                 }
                 Err(e) => {
                     let wait = match e.class() {
@@ -107,7 +109,7 @@ pub async fn run(
                     attempt += 1;
                     tracing::warn!(%bot, error = %e, wait_ms = wait.as_millis() as u64, "registering the webhook failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(wait) => continue,
                     }
                 }
@@ -117,6 +119,7 @@ pub async fn run(
     }
     ctx.set_up(true);
     watch_info(&ctx, interval, &shutdown).await;
+    Ok(())
 }
 
 /// getWebhookInfo into metrics; a log line when Telegram's last error changes.
