@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Mode};
 use crate::health::Health;
+use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::sink::file::FileSink;
 use crate::sink::kafka::topics::BotRoutes;
@@ -112,6 +113,7 @@ impl Relay {
             sink: Arc::clone(&self.sink),
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
+            lease: Lease::unbounded(),
         };
         let supervisor = Supervisor::new(deps.clone(), shutdown.clone());
         // Every replica answers every webhook bot's POSTs; running a bot (below) is

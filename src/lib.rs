@@ -15,6 +15,7 @@
 //! - [`route`]: subject/topic templates.
 //! - [`ack`]: the one place that decides what may be confirmed.
 //! - [`backoff`]: how long to wait before retrying.
+//! - [`lease`]: how long this replica may still call Telegram for the bots it owns.
 //! - [`source`]: where updates come from: getUpdates long polling, or the webhook listener.
 //! - [`sink`]: where they go: NATS JetStream, Kafka, a JSON-lines file, memory for tests.
 //! - [`metrics`], [`health`], [`admin`]: what an operator sees.
@@ -31,6 +32,7 @@ pub mod cloudevent;
 pub mod config;
 pub mod envelope;
 pub mod health;
+pub mod lease;
 pub mod metrics;
 pub mod route;
 pub mod secret;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::ack::Outcome;
 use crate::envelope::{BotIdentity, Envelope};
 use crate::health::Health;
+use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 use crate::telegram::{BotApi, TelegramError};
@@ -22,6 +23,8 @@ pub struct BotContext {
     pub sink: Arc<dyn Sink>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// How long this replica may still call Telegram for the bot.
+    pub lease: Lease,
 }
 
 impl BotContext {

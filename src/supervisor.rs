@@ -23,6 +23,7 @@ use crate::backoff::Backoff;
 use crate::config::{BotConfig, Mode};
 use crate::envelope::BotIdentity;
 use crate::health::Health;
+use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 use crate::source::polling::{PollingSettings, PollingSource};
@@ -30,13 +31,15 @@ use crate::source::webhook::registration::{self, Registration};
 use crate::source::BotContext;
 use crate::telegram::BotApi;
 
-/// What every bot shares: the sink, the HTTP client, metrics and health.
+/// What every bot shares: the sink, the HTTP client, metrics, health and this
+/// replica's lease.
 #[derive(Clone)]
 pub struct BotDeps {
     pub http: reqwest::Client,
     pub sink: Arc<dyn Sink>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub lease: Lease,
 }
 
 impl BotDeps {
@@ -48,6 +51,7 @@ impl BotDeps {
             sink: Arc::clone(&self.sink),
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
+            lease: self.lease.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use axum::http::{HeaderValue, Method, Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use tgrelay::envelope::{BotIdentity, UpdateHead};
 use tgrelay::health::Health;
+use tgrelay::lease::Lease;
 use tgrelay::metrics::Metrics;
 use tgrelay::secret::Secret;
 use tgrelay::sink::memory::MemorySink;
@@ -108,6 +109,7 @@ static SHARED: LazyLock<Shared> = LazyLock::new(|| Shared {
         sink: Arc::new(MemorySink::new()),
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new()),
+        lease: Lease::unbounded(),
     },
 });
 

@@ -4,8 +4,10 @@
 //! then move the offset past the unbroken run of safe updates (`ack::confirm_offset`).
 //! The offset reaches Telegram with the next getUpdates, which is what confirms;
 //! a failed publish holds it, so Telegram sends the rest again after a backoff.
-//! On shutdown the loop stops fetching, finishes the batch in hand and sends one
-//! last `getUpdates(offset, limit=1, timeout=0)` so a clean restart replays nothing.
+//! On shutdown (or when the bot is stopped alone) the loop stops fetching, finishes
+//! the batch in hand and sends one last `getUpdates(offset, limit=1, timeout=0)` so a
+//! clean restart replays nothing. When this replica's lease lapses it stops at once,
+//! even mid long poll, and sends nothing more: the bot may be another replica's now.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -87,9 +89,12 @@ impl PollingSource {
         if !self.start(&shutdown).await? {
             return Ok(());
         }
-        while !shutdown.is_cancelled() {
+        let lease = self.ctx.lease.clone();
+        while !shutdown.is_cancelled() && lease.is_valid() {
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                // Another replica may take the bot over from now on: stop at once.
+                _ = lease.lapsed() => break,
                 fetched = self.fetch() => fetched,
             };
             let delay = match fetched {
@@ -103,7 +108,13 @@ impl PollingSource {
                 }
             }
         }
-        self.confirm_on_shutdown().await;
+        if lease.is_valid() {
+            self.confirm_on_shutdown().await;
+        } else {
+            // Not ours any more: the new owner's getUpdates confirms (and we would cut
+            // its long poll short with a 409). What we published comes again: duplicates.
+            tracing::info!(bot = %self.ctx.bot.name, "lease lapsed; stopped polling without a final confirm");
+        }
         Ok(())
     }
 
