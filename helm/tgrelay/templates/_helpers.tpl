@@ -33,6 +33,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The PersistentVolumeClaim holding the file sink's output: the existing one named, or
+the one the chart creates; empty when none. */}}
+{{- define "tgrelay.dataClaim" -}}
+{{- $persistence := .Values.sink.file.persistence -}}
+{{- if eq .Values.sink.kind "file" -}}
+{{- if $persistence.existingClaim -}}
+{{- $persistence.existingClaim -}}
+{{- else if $persistence.enabled -}}
+{{- printf "%s-data" (include "tgrelay.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Why the Deployment runs exactly one pod, replaced with Recreate; empty when it may
+scale out. */}}
+{{- define "tgrelay.singleReason" -}}
+{{- if eq (include "tgrelay.polling" .) "true" -}}
+a bot polls (Telegram answers a second poller of the same bot with 409 Conflict)
+{{- else if eq .Values.sink.kind "file" -}}
+the file sink writes one file on one volume
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when any bot polls: then one replica, Recreate. */}}
 {{- define "tgrelay.polling" -}}
 {{- $polling := false -}}
@@ -97,6 +120,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if le $grace $drain -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be above drainTimeout (%s = %v s): the relay needs the whole drain before the kubelet kills it" .Values.terminationGracePeriodSeconds .Values.drainTimeout $drain) -}}
 {{- end -}}
+{{- if and (eq .Values.sink.kind "file") (not (include "tgrelay.dataClaim" .)) -}}
+{{- fail "sink: sink.kind=file (the default) without a PersistentVolumeClaim would keep the file on the pod's own disk, and every update in it, already confirmed to Telegram, would go with the pod. Name a broker (sink.kind=nats with sink.nats.url, or sink.kind=kafka with sink.kafka.brokers), or keep the file on a claim: sink.file.persistence.enabled=true (the chart creates it) or sink.file.persistence.existingClaim=<claim>" -}}
+{{- end -}}
+{{- $single := include "tgrelay.singleReason" . -}}
 {{- $polling := eq (include "tgrelay.polling" .) "true" -}}
 {{- $webhookBots := include "tgrelay.webhookBots" . | fromJsonArray -}}
 {{- if and $webhookBots (not .Values.webhook.enabled) -}}
@@ -110,15 +137,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "webhook.publicUrl: required when webhook.enabled (the https:// base URL Telegram is given)" -}}
 {{- end -}}
 {{- end -}}
-{{- if and (not $polling) (gt (int .Values.replicaCount) 1) -}}
+{{- if and (not $polling) $single (gt (int .Values.replicaCount) 1) -}}
+{{- fail (printf "replicaCount (%v): %s, so the relay runs one replica; set replicaCount=1, or relay into NATS or Kafka to scale out" .Values.replicaCount $single) -}}
+{{- end -}}
+{{- if and (not $single) (gt (int .Values.replicaCount) 1) -}}
 {{- range $name, $bot := .Values.bots -}}
 {{- if not $bot.webhookSecretKey -}}
 {{- fail (printf "bots.%s.webhookSecretKey: required with several replicas (each replica would register its own random secret token, and the others would refuse Telegram's requests)" $name) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.podDisruptionBudget.enabled $polling -}}
-{{- fail "podDisruptionBudget.enabled: a polling bot runs exactly one replica, so a budget would block every node drain; enable it only when every bot is in webhook mode" -}}
+{{- if and .Values.podDisruptionBudget.enabled $single -}}
+{{- fail (printf "podDisruptionBudget.enabled: %s, so the relay runs exactly one replica and a budget would block every node drain; enable it only when every bot is in webhook mode and the sink is NATS or Kafka" $single) -}}
 {{- end -}}
 {{- $pdb := .Values.podDisruptionBudget -}}
 {{- if and $pdb.enabled (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
