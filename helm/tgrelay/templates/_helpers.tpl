@@ -29,8 +29,22 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* The image reference: by digest when one is given (a tag can be moved, a digest
+cannot), else by tag. */}}
 {{- define "tgrelay.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tgrelay.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tgrelay.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The PersistentVolumeClaim holding the file sink's output: the existing one named, or
