@@ -29,8 +29,45 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* The image reference: by digest when one is given (a tag can be moved, a digest
+cannot), else by tag. */}}
 {{- define "tgrelay.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tgrelay.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tgrelay.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The PersistentVolumeClaim holding the file sink's output: the existing one named, or
+the one the chart creates; empty when none. */}}
+{{- define "tgrelay.dataClaim" -}}
+{{- $persistence := .Values.sink.file.persistence -}}
+{{- if eq .Values.sink.kind "file" -}}
+{{- if $persistence.existingClaim -}}
+{{- $persistence.existingClaim -}}
+{{- else if $persistence.enabled -}}
+{{- printf "%s-data" (include "tgrelay.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Why the Deployment runs exactly one pod, replaced with Recreate; empty when it may
+scale out. */}}
+{{- define "tgrelay.singleReason" -}}
+{{- if eq (include "tgrelay.polling" .) "true" -}}
+a bot polls (Telegram answers a second poller of the same bot with 409 Conflict)
+{{- else if eq .Values.sink.kind "file" -}}
+the file sink writes one file on one volume
+{{- end -}}
 {{- end -}}
 
 {{/* "true" when any bot polls: then one replica, Recreate. */}}
@@ -97,6 +134,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if le $grace $drain -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be above drainTimeout (%s = %v s): the relay needs the whole drain before the kubelet kills it" .Values.terminationGracePeriodSeconds .Values.drainTimeout $drain) -}}
 {{- end -}}
+{{- if and (eq .Values.sink.kind "file") (not (include "tgrelay.dataClaim" .)) -}}
+{{- fail "sink: sink.kind=file (the default) without a PersistentVolumeClaim would keep the file on the pod's own disk, and every update in it, already confirmed to Telegram, would go with the pod. Name a broker (sink.kind=nats with sink.nats.url, or sink.kind=kafka with sink.kafka.brokers), or keep the file on a claim: sink.file.persistence.enabled=true (the chart creates it) or sink.file.persistence.existingClaim=<claim>" -}}
+{{- end -}}
+{{- $single := include "tgrelay.singleReason" . -}}
 {{- $polling := eq (include "tgrelay.polling" .) "true" -}}
 {{- $webhookBots := include "tgrelay.webhookBots" . | fromJsonArray -}}
 {{- if and $webhookBots (not .Values.webhook.enabled) -}}
@@ -110,15 +151,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "webhook.publicUrl: required when webhook.enabled (the https:// base URL Telegram is given)" -}}
 {{- end -}}
 {{- end -}}
-{{- if and (not $polling) (gt (int .Values.replicaCount) 1) -}}
+{{- if and (not $polling) $single (gt (int .Values.replicaCount) 1) -}}
+{{- fail (printf "replicaCount (%v): %s, so the relay runs one replica; set replicaCount=1, or relay into NATS or Kafka to scale out" .Values.replicaCount $single) -}}
+{{- end -}}
+{{- if and (not $single) (gt (int .Values.replicaCount) 1) -}}
 {{- range $name, $bot := .Values.bots -}}
 {{- if not $bot.webhookSecretKey -}}
 {{- fail (printf "bots.%s.webhookSecretKey: required with several replicas (each replica would register its own random secret token, and the others would refuse Telegram's requests)" $name) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.podDisruptionBudget.enabled $polling -}}
-{{- fail "podDisruptionBudget.enabled: a polling bot runs exactly one replica, so a budget would block every node drain; enable it only when every bot is in webhook mode" -}}
+{{- if and .Values.podDisruptionBudget.enabled $single -}}
+{{- fail (printf "podDisruptionBudget.enabled: %s, so the relay runs exactly one replica and a budget would block every node drain; enable it only when every bot is in webhook mode and the sink is NATS or Kafka" $single) -}}
 {{- end -}}
 {{- $pdb := .Values.podDisruptionBudget -}}
 {{- if and $pdb.enabled (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
@@ -268,4 +312,80 @@ secret_token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" 
 {{- $keys = append $keys .Values.sink.nats.credentialsSecretKey -}}
 {{- end -}}
 {{- toJson ($keys | uniq | sortAlpha) -}}
+{{- end -}}
+
+{{/* Label matchers of this release's series: prometheusRule.selector, or the namespace and
+the job a ServiceMonitor gives them (the Service's name). */}}
+{{- define "tgrelay.ruleSelector" -}}
+{{- default (printf "namespace=%q, job=%q" .Release.Namespace (include "tgrelay.fullname" .)) .Values.prometheusRule.selector -}}
+{{- end -}}
+
+{{/* One alerting rule, unless prometheusRule.disabled names it: (dict "root" $ "alert"
+"expr" "for" "severity" "summary" "description"). Annotations may use Prometheus's own
+{{ $labels.x }} and {{ $value }}. */}}
+{{- define "tgrelay.alert" -}}
+{{- $config := .root.Values.prometheusRule -}}
+{{- if not (get $config.disabled .alert) }}
+- alert: {{ .alert }}
+  expr: |-
+    {{ .expr }}
+  {{- with .for }}
+  for: {{ . }}
+  {{- end }}
+  labels:
+    severity: {{ get $config.additionalRuleLabels "severity" | default .severity }}
+    {{- with omit $config.additionalRuleLabels "severity" }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    summary: {{ .summary | quote }}
+    description: {{ .description | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The alerts of README.md's "Alerts worth setting", as a YAML list of rules. */}}
+{{- define "tgrelay.alerts" -}}
+{{- $s := include "tgrelay.ruleSelector" . -}}
+{{- $window := .Values.prometheusRule.noUpdatesWindow -}}
+{{- /* A bot whose source is up now and was a window ago, and that received nothing since. */}}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayNoUpdates" "for" "5m" "severity" "warning"
+  "expr" (printf "(sum by (namespace, bot) (tgrelay_source_up{%s}) > 0) and on (namespace, bot) (sum by (namespace, bot) (tgrelay_source_up{%s} offset %s)) unless on (namespace, bot) (sum by (namespace, bot) (increase(tgrelay_updates_received_total{%s}[%s])) > 0)" $s $s $window $s $window)
+  "summary" (printf "Bot {{ $labels.bot }} received no update for %s" $window)
+  "description" (printf "tgrelay read no update of bot {{ $labels.bot }} for %s. For a bot without steady traffic, widen prometheusRule.noUpdatesWindow or disable the alert; otherwise look at the bot's Bot API errors and webhook." $window)) }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayPublishRetrying" "for" "5m" "severity" "critical"
+  "expr" (printf "sum by (namespace, bot) (rate(tgrelay_publish_failures_total{%s}[5m])) > 0" $s)
+  "summary" "Updates of bot {{ $labels.bot }} are not reaching the broker"
+  "description" "The broker has not acknowledged updates of bot {{ $labels.bot }} for 5 minutes, so none is confirmed to Telegram (which keeps them, most kinds for 24 h). Check the broker and /readyz.") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayPublishFatal" "severity" "critical"
+  "expr" (printf "sum by (namespace, bot) (increase(tgrelay_publish_failures_total{%s, class=\"fatal\"}[5m])) > 0" $s)
+  "summary" "The broker refuses updates of bot {{ $labels.bot }}"
+  "description" "A publish of bot {{ $labels.bot }} failed in a way retrying cannot fix (a missing stream or topic, permissions, configuration): the relay's log names it. Nothing is confirmed meanwhile.") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayTelegramErrors" "for" "10m" "severity" "warning"
+  "expr" (printf "sum by (namespace, bot, code) (rate(tgrelay_telegram_errors_total{%s, code!=\"409\"}[5m])) > 0" $s)
+  "summary" "Bot API calls of bot {{ $labels.bot }} fail with {{ $labels.code }}"
+  "description" "Calls to the Bot API for bot {{ $labels.bot }} have failed with {{ $labels.code }} for 10 minutes (429: rate limited; 401: a revoked token; transport: the network).") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayTelegramConflict" "for" "10m" "severity" "warning"
+  "expr" (printf "sum by (namespace, bot) (rate(tgrelay_telegram_errors_total{%s, code=\"409\"}[5m])) > 0" $s)
+  "summary" "Bot {{ $labels.bot }} gets 409 Conflict from Telegram"
+  "description" "A second getUpdates caller of bot {{ $labels.bot }} (another relay, a script) or a webhook set for a polling bot: the two take turns, each getting part of the updates.") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayWebhookBacklog" "for" "5m" "severity" "warning"
+  "expr" (printf "(max by (namespace, bot) (deriv(tgrelay_webhook_pending_updates{%s}[10m])) > 0) and (max by (namespace, bot) (tgrelay_webhook_pending_updates{%s}) > 100)" $s $s)
+  "summary" "Telegram holds a growing backlog for bot {{ $labels.bot }}"
+  "description" "getWebhookInfo reports more than 100 pending updates for bot {{ $labels.bot }}, and rising: Telegram cannot deliver them fast enough (failing requests, too few max_connections).") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayWebhookDeliveryErrors" "severity" "warning"
+  "expr" (printf "max by (namespace, bot) (changes(tgrelay_webhook_last_error_timestamp_seconds{%s}[10m])) > 0" $s)
+  "summary" "Telegram reports webhook errors for bot {{ $labels.bot }}"
+  "description" "getWebhookInfo's last_error_date of bot {{ $labels.bot }} moved in the last 10 minutes: Telegram failed to deliver to the webhook (its last_error_message says why) and will retry.") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayDeadLetters" "severity" "warning"
+  "expr" (printf "sum by (namespace, bot) (increase(tgrelay_updates_published_total{%s, outcome=\"dead_lettered\"}[1h])) > 0" $s)
+  "summary" "Updates of bot {{ $labels.bot }} went to the dead-letter destination"
+  "description" "Some updates of bot {{ $labels.bot }} could not be relayed as they are (too large, malformed) and were published to the dead-letter subject or topic with a tgrelay-error header.") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelaySourceDown" "for" "5m" "severity" "critical"
+  "expr" (printf "min by (namespace, bot) (tgrelay_source_up{%s}) == 0" $s)
+  "summary" "The source of bot {{ $labels.bot }} is down"
+  "description" "Bot {{ $labels.bot }} has had no successful poll, or no registered webhook, for 5 minutes; the relay's log and /readyz say why.") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayDown" "for" "5m" "severity" "critical"
+  "expr" (printf "max by (namespace, job) (up{%s}) == 0 or absent(up{%s})" $s $s)
+  "summary" "No tgrelay instance is up"
+  "description" "Prometheus has scraped no running relay for 5 minutes: the pods are not running, not ready, or their admin port is unreachable.") }}
 {{- end -}}
