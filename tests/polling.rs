@@ -36,7 +36,7 @@ async fn every_kind_arrives_byte_identical_with_its_routing_facts() {
     let corpus = Corpus::load();
     let updates = corpus.mixed(5000, 600, 7);
     api.push_updates(&token, updates.clone());
-    // A kind added after Bot API 10.1 arrives once it is named in allowed_updates.
+    // A kind added after Bot API 10.3 arrives once it is named in allowed_updates.
     let extra = allow_future_kinds();
     let relay = RunningRelay::start(
         config(&api.base_url(), &[("main", &token)], &extra),
