@@ -68,7 +68,8 @@ pub struct BotConfig {
     pub mode: Mode,
     /// Update kinds to ask Telegram for. Always sent, because Telegram otherwise keeps
     /// the last value any client sent, and its default leaves out chat_member,
-    /// message_reaction and message_reaction_count. Default: every kind.
+    /// message_reaction and message_reaction_count. Default: every kind this
+    /// build knows (`UpdateKind::KNOWN`, Bot API 10.3's).
     pub allowed_updates: Vec<String>,
     /// Long-poll timeout sent to getUpdates (whole seconds, at most 50).
     #[serde(with = "humantime_serde")]

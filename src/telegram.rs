@@ -5,16 +5,17 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+mod answer;
 mod error;
 pub mod reply;
 
-pub use error::{ErrorClass, TelegramError};
+use answer::Answer;
+pub use error::{ErrorClass, TelegramError, DEFAULT_RETRY_AFTER};
 pub use reply::RawUpdate;
 
 /// Default Bot API base URL; a local Bot API server is configured instead of it.
@@ -107,11 +108,11 @@ impl BotApi {
     pub async fn get_updates(&self, req: &GetUpdates<'_>) -> Result<Vec<RawUpdate>, TelegramError> {
         const METHOD: &str = "getUpdates";
         let timeout = Duration::from_secs(u64::from(req.timeout)) + SHORT_CALL_TIMEOUT;
-        let (status, body) = self.post(METHOD, req, timeout).await?;
-        match reply::parse_updates(&body) {
+        let answer = self.post(METHOD, req, timeout).await?;
+        match reply::parse_updates(&answer.body) {
             Ok(Ok(updates)) => Ok(updates),
-            Ok(Err(failure)) => Err(self.api_error(METHOD, failure)),
-            Err(_) => Err(TelegramError::bad_reply(METHOD, status, &body, &self.token)),
+            Ok(Err(failure)) => Err(answer.failed(METHOD, failure, &self.token)),
+            Err(_) => Err(answer.not_a_reply(METHOD, &self.token)),
         }
     }
 
@@ -146,8 +147,8 @@ impl BotApi {
             .request(METHOD)
             .multipart(form)
             .timeout(SHORT_CALL_TIMEOUT);
-        let (status, body) = self.send(METHOD, request).await?;
-        self.read_reply(METHOD, status, &body)
+        let answer = self.send(METHOD, request).await?;
+        self.read_reply(METHOD, &answer)
     }
 
     pub async fn get_webhook_info(&self) -> Result<WebhookInfo, TelegramError> {
@@ -161,20 +162,19 @@ impl BotApi {
         params: &impl Serialize,
         timeout: Duration,
     ) -> Result<T, TelegramError> {
-        let (status, body) = self.post(method, params, timeout).await?;
-        self.read_reply(method, status, &body)
+        let answer = self.post(method, params, timeout).await?;
+        self.read_reply(method, &answer)
     }
 
     fn read_reply<T: DeserializeOwned>(
         &self,
         method: &'static str,
-        status: u16,
-        body: &[u8],
+        answer: &Answer,
     ) -> Result<T, TelegramError> {
-        match reply::parse(body) {
+        match reply::parse(&answer.body) {
             Ok(Ok(result)) => Ok(result),
-            Ok(Err(failure)) => Err(self.api_error(method, failure)),
-            Err(_) => Err(TelegramError::bad_reply(method, status, body, &self.token)),
+            Ok(Err(failure)) => Err(answer.failed(method, failure, &self.token)),
+            Err(_) => Err(answer.not_a_reply(method, &self.token)),
         }
     }
 
@@ -183,7 +183,7 @@ impl BotApi {
         method: &'static str,
         params: &impl Serialize,
         timeout: Duration,
-    ) -> Result<(u16, Bytes), TelegramError> {
+    ) -> Result<Answer, TelegramError> {
         let body = serde_json::to_vec(params).expect("request parameters serialize");
         let request = self
             .request(method)
@@ -204,22 +204,10 @@ impl BotApi {
         &self,
         method: &'static str,
         request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Bytes), TelegramError> {
+    ) -> Result<Answer, TelegramError> {
         let transport = |e| TelegramError::transport(method, e, &self.token);
         let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
-        Ok((status, body))
-    }
-
-    fn api_error(&self, method: &'static str, failure: reply::Failure) -> TelegramError {
-        TelegramError::Api {
-            method,
-            error_code: failure.error_code,
-            description: self.token.scrub(&failure.description),
-            retry_after: failure.parameters.retry_after,
-            migrate_to_chat_id: failure.parameters.migrate_to_chat_id,
-        }
+        Answer::read(response).await.map_err(transport)
     }
 }
 

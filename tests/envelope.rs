@@ -10,14 +10,29 @@ use bytes::Bytes;
 use support::corpus::{expected_routing, Corpus};
 use tgrelay::envelope::{BotIdentity, Envelope, UpdateKind};
 
+/// The release tests/data/bot-api-types.json is extracted from (its api.json).
+const BASE_RELEASE: &str = "Bot API 10.1";
+/// Kinds added since, named here so each one is a deliberate step: a new kind goes in
+/// src/envelope/kind.rs, here, and (with its type) in tests/data/bot-api-later.json.
+const LATER_KINDS: [(&str, &str); 2] = [
+    ("Bot API 10.2", "subscription"),
+    ("Bot API 10.3", "stopped_message_generation"),
+];
+
 #[test]
 fn the_known_kinds_are_exactly_the_update_fields_of_the_bot_api() {
+    let corpus = Corpus::load();
+    assert_eq!(corpus.base_version(), BASE_RELEASE);
+    assert_eq!(corpus.later_kinds(), LATER_KINDS);
     let known: Vec<&str> = UpdateKind::KNOWN.iter().map(UpdateKind::as_str).collect();
     assert_eq!(
         known,
-        Corpus::load().kinds(),
+        corpus.kinds(),
         "update src/envelope/kind.rs from the Bot API"
     );
+    // The explicit additions are the end of the list; all before them is the api.json's.
+    let later: Vec<&str> = LATER_KINDS.iter().map(|(_, kind)| *kind).collect();
+    assert_eq!(&known[known.len() - later.len()..], later.as_slice());
 }
 
 #[test]

@@ -5,11 +5,13 @@
 //! parse can fail, so a response's framing is never lost on an odd update, and an
 //! update of a shape we did not expect is relayed, not dropped.
 //!
-//! Where the facts are (one generic rule, so kinds added later work too), inside
-//! the update's one optional field:
-//! - chat: `chat.id`, else `message.chat.id` (callback_query), else `voter_chat.id`
-//!   (poll_answer), else `user_chat_id` (business_connection);
-//! - user: `from.id`, else `user.id`.
+//! Where the facts are (one generic rule, so a kind needs no entry here: kinds added
+//! later work too), inside the update's one optional field:
+//! - chat: `chat.id` (messages, reactions, members, boosts, `stopped_message_generation`
+//!   of Bot API 10.3, ...), else `message.chat.id` (callback_query), else
+//!   `voter_chat.id` (poll_answer), else `user_chat_id` (business_connection);
+//! - user: `from.id`, else `user.id` (`subscription` of Bot API 10.2 has no chat, so
+//!   its user keys it).
 
 use super::scan::{Scanner, SyntaxError};
 use super::{MalformedUpdate, UpdateKind};

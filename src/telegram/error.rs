@@ -21,6 +21,8 @@ pub enum TelegramError {
     BadReply {
         method: &'static str,
         status: u16,
+        /// A 429's `Retry-After` header, in whole seconds.
+        retry_after: Option<u64>,
         snippet: String,
     },
     /// No answer: connection refused or reset, timeout, TLS failure.
@@ -31,10 +33,17 @@ pub enum TelegramError {
     },
 }
 
+/// The wait after a 429 that names none (no `retry_after`, no `Retry-After` header):
+/// something throttles the bot without saying for how long. A short retry would keep
+/// hitting it (and Telegram lengthens the flood wait of a client that ignores it); a
+/// wait of 30 s or more would outlive inline queries, which expire after 30 s. 10 s
+/// is a few calls a minute and leaves an inline query time to be relayed.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
+
 /// What a caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// 429: wait exactly this long, then try again.
+    /// 429, whatever its body: wait this long (never less), then try again.
     RetryAfter(Duration),
     /// 409: another getUpdates caller, or a webhook is set.
     Conflict,
@@ -51,7 +60,14 @@ impl TelegramError {
                 error_code: 429,
                 retry_after,
                 ..
-            } => ErrorClass::RetryAfter(Duration::from_secs(retry_after.unwrap_or(1))),
+            }
+            | TelegramError::BadReply {
+                status: 429,
+                retry_after,
+                ..
+            } => {
+                ErrorClass::RetryAfter(retry_after.map_or(DEFAULT_RETRY_AFTER, Duration::from_secs))
+            }
             TelegramError::Api {
                 error_code: 409, ..
             } => ErrorClass::Conflict,
@@ -98,6 +114,7 @@ impl TelegramError {
     pub(crate) fn bad_reply(
         method: &'static str,
         status: u16,
+        retry_after: Option<u64>,
         body: &[u8],
         token: &Secret,
     ) -> Self {
@@ -109,6 +126,7 @@ impl TelegramError {
         TelegramError::BadReply {
             method,
             status,
+            retry_after,
             snippet: token.scrub(snippet.trim()),
         }
     }

@@ -7,7 +7,7 @@
 //! then read by serde_json.
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
 
 use crate::envelope::head::RawHead;
@@ -36,7 +36,27 @@ pub struct Failure {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Parameters {
     pub migrate_to_chat_id: Option<i64>,
+    /// Whole seconds, rounded up; see [`retry_after`].
+    #[serde(default, deserialize_with = "retry_after")]
     pub retry_after: Option<u64>,
+}
+
+/// `retry_after` is documented as an Integer, but a server in front of the Bot API
+/// may write `1.5`: any non-negative number counts, rounded up, so the wait is never
+/// shorter than asked. Any other value is no wait at all (not a broken reply): the
+/// caller falls back to the `Retry-After` header, then to its default.
+fn retry_after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(value.and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().and_then(seconds_rounded_up))
+    }))
+}
+
+/// Seconds as a whole number, rounded up; none for a negative or non-finite value.
+pub(crate) fn seconds_rounded_up(seconds: f64) -> Option<u64> {
+    // `as` saturates: an absurd value waits long, it does not wrap.
+    (seconds.is_finite() && seconds >= 0.0).then(|| seconds.ceil() as u64)
 }
 
 /// A reply that is not a Bot API reply at all.
@@ -192,6 +212,35 @@ mod tests {
         );
         let failure = parse::<bool>(body.as_bytes()).unwrap().unwrap_err();
         assert_eq!(failure.description, "Too Many Requests: retry after 7");
+    }
+
+    #[test]
+    fn retry_after_is_read_in_whole_seconds_rounded_up() {
+        let read = |value: &str| {
+            let body = format!(
+                r#"{{"ok":false,"error_code":429,"parameters":{{"retry_after":{value}}}}}"#
+            );
+            let failure = parse::<bool>(body.as_bytes()).unwrap().unwrap_err();
+            let in_updates = parse_updates(&Bytes::from(body)).unwrap().unwrap_err();
+            assert_eq!(failure, in_updates, "{value}");
+            failure.parameters.retry_after
+        };
+        for (value, seconds) in [
+            ("7", Some(7)),
+            ("1.5", Some(2)),
+            ("0.01", Some(1)),
+            ("2.0", Some(2)),
+            ("3e0", Some(3)),
+            ("0", Some(0)),
+            ("-1", None),
+            ("-0.5", None),
+            ("\"5\"", None),
+            ("null", None),
+            ("{}", None),
+            ("1e30", Some(u64::MAX)),
+        ] {
+            assert_eq!(read(value), seconds, "{value}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Realistic Telegram updates, generated from the Bot API's type data
-//! (tests/data/bot-api-types.json), and the routing facts the wire contract
+//! (tests/data/bot-api-types.json, plus the kinds later releases added, in
+//! tests/data/bot-api-later.json), and the routing facts the wire contract
 //! assigns to them.
 //!
 //! The JSON is written as text, not through `serde_json::Value`, so the bytes
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 const TYPES_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bot-api-types.json");
+const LATER_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bot-api-later.json");
 
 /// Past this depth an object is written as `{}`; only a required-field cycle
 /// could get here, and the type data has none outside unions.
@@ -102,7 +104,7 @@ const ENTITY_TYPES: [&str; 6] = [
 ];
 
 /// Every kind the wire contract routes by `<kind>.chat.id`.
-const CHAT_KINDS: [&str; 15] = [
+const CHAT_KINDS: [&str; 16] = [
     "message",
     "edited_message",
     "channel_post",
@@ -118,9 +120,10 @@ const CHAT_KINDS: [&str; 15] = [
     "chat_join_request",
     "chat_boost",
     "removed_chat_boost",
+    "stopped_message_generation",
 ];
-/// Kinds of Bot API 10.1 with no chat; any other name is a future kind, routed by `chat.id`.
-const CHATLESS_KINDS: [&str; 10] = [
+/// Kinds of Bot API 10.3 with no chat; any other name is a future kind, routed by `chat.id`.
+const CHATLESS_KINDS: [&str; 11] = [
     "business_connection",
     "inline_query",
     "chosen_inline_result",
@@ -131,6 +134,7 @@ const CHATLESS_KINDS: [&str; 10] = [
     "poll",
     "poll_answer",
     "managed_bot",
+    "subscription",
 ];
 
 // String pools hold JSON string *contents*, already escaped, so escapes reach the bytes.
@@ -212,6 +216,20 @@ const TAG_OVERRIDES: [(&str, &str); 3] = [
 
 #[derive(Deserialize)]
 struct TypesFile {
+    version: String,
+    types: HashMap<String, TypeDef>,
+}
+
+/// tests/data/bot-api-later.json: what each release after TYPES_FILE's added.
+#[derive(Deserialize)]
+struct LaterFile {
+    releases: Vec<Release>,
+}
+
+#[derive(Deserialize)]
+struct Release {
+    version: String,
+    update_fields: Vec<FieldDef>,
     types: HashMap<String, TypeDef>,
 }
 
@@ -235,25 +253,58 @@ pub struct Corpus {
     types: HashMap<String, TypeDef>,
     /// Discriminator value (`type`, `status` or `source`) of each union member.
     tags: HashMap<String, String>,
+    /// The release of TYPES_FILE, e.g. `Bot API 10.1`.
+    base_version: String,
+    /// `(release, kind)` of each Update field LATER_FILE adds, in order.
+    later_kinds: Vec<(String, String)>,
 }
 
 impl Corpus {
-    /// Reads tests/data/bot-api-types.json.
+    /// Reads tests/data/bot-api-types.json and adds tests/data/bot-api-later.json.
     pub fn load() -> Corpus {
-        let text = std::fs::read_to_string(TYPES_FILE)
-            .unwrap_or_else(|e| panic!("read {TYPES_FILE}: {e}"));
-        let file: TypesFile =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {TYPES_FILE}: {e}"));
+        let mut file: TypesFile = read_json(TYPES_FILE);
+        let later: LaterFile = read_json(LATER_FILE);
+        let mut later_kinds = Vec::new();
+        for release in later.releases {
+            for (name, def) in release.types {
+                let defined_twice = file.types.insert(name.clone(), def).is_some();
+                assert!(
+                    !defined_twice,
+                    "{LATER_FILE}: {name} is in {TYPES_FILE} already"
+                );
+            }
+            let update = file.types.get_mut("Update").expect("an Update type");
+            for field in release.update_fields {
+                later_kinds.push((release.version.clone(), field.name.clone()));
+                update.fields.push(field);
+            }
+        }
         let tags = union_tags(&file.types);
         Corpus {
             types: file.types,
             tags,
+            base_version: file.version,
+            later_kinds,
         }
     }
 
-    /// The Update fields other than update_id, in the Bot API's order.
+    /// The Update fields other than update_id, in the Bot API's order (the later
+    /// releases' additions last).
     pub fn kinds(&self) -> Vec<String> {
         self.update_fields().map(|f| f.name.clone()).collect()
+    }
+
+    /// The release whose api.json tests/data/bot-api-types.json was extracted from.
+    pub fn base_version(&self) -> &str {
+        &self.base_version
+    }
+
+    /// `(release, kind)` for each kind tests/data/bot-api-later.json adds to it.
+    pub fn later_kinds(&self) -> Vec<(&str, &str)> {
+        self.later_kinds
+            .iter()
+            .map(|(v, k)| (v.as_str(), k.as_str()))
+            .collect()
     }
 
     /// One update of `kind` as compact JSON; the same arguments give the same bytes.
@@ -306,6 +357,11 @@ impl Corpus {
             .iter()
             .filter(|f| f.name != "update_id")
     }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &str) -> T {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
 
 /// What the wire contract says an update's kind, chat id and user id are: an
@@ -474,7 +530,7 @@ impl<'a> Gen<'a> {
     fn named(&mut self, ty: &str, field: &str, depth: usize, scope: &Scope) {
         let corpus = self.corpus;
         let Some(def) = corpus.types.get(ty) else {
-            panic!("type {ty:?} is not in {TYPES_FILE}");
+            panic!("type {ty:?} is in neither {TYPES_FILE} nor {LATER_FILE}");
         };
         if def.subtypes.is_empty() {
             return self.object(ty, &def.fields, depth, scope);

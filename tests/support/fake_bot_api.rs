@@ -5,7 +5,8 @@
 //! <https://core.telegram.org/bots/api> documents them, including the parts a
 //! relay must survive: offsets that confirm, sticky `allowed_updates`, a 409 for
 //! a competing poller or an active webhook, and injectable faults (429 with
-//! `retry_after`, an nginx HTML 502, a reset connection, a slow answer). Updates
+//! `retry_after`, and the odd 429s of a proxy in front of it, an nginx HTML 502, a
+//! reset connection, a slow answer). Updates
 //! are kept as the bytes a test pushed and served byte-identical, so a test can
 //! check that the relay never re-serializes them. After a setWebhook call (JSON,
 //! form or multipart with a certificate) it delivers them to the webhook as
@@ -46,6 +47,7 @@ const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates re
 const CONFLICT_WEBHOOK: &str =
     "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first";
 const NGINX_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n";
+const NGINX_429: &str = "<html>\r\n<head><title>429 Too Many Requests</title></head>\r\n<body>\r\n<center><h1>429 Too Many Requests</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n";
 /// Bodies the Bot API accepts are small; this only guards against a runaway test.
 const MAX_BODY: usize = 16 << 20;
 
@@ -69,6 +71,12 @@ pub struct Call {
 pub enum Fault {
     /// 429 with `parameters.retry_after`, as Telegram's flood control answers.
     TooManyRequests { retry_after: u64 },
+    /// 429 whose `retry_after` has a fraction (1500 ms is written `1.5`). The Bot API
+    /// documents an Integer; a server or proxy in front of it may write this.
+    TooManyRequestsFraction { retry_after_ms: u64 },
+    /// 429 from a rate limiter in front of the Bot API: nginx's HTML page, no Bot API
+    /// reply, with a `Retry-After: <seconds>` header when given.
+    TooManyRequestsHtml { retry_after: Option<u64> },
     /// 502 with an nginx HTML page, as Telegram's front end answers when the API is down.
     BadGatewayHtml,
     /// 500 with a JSON error body.
@@ -700,6 +708,8 @@ enum Reply {
     Http {
         status: u16,
         content_type: &'static str,
+        /// Headers besides Content-Type.
+        headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
     },
     Reset,
@@ -710,6 +720,7 @@ impl Reply {
         Reply::Http {
             status,
             content_type: "application/json",
+            headers: Vec::new(),
             body: body.into_bytes(),
         }
     }
@@ -751,6 +762,7 @@ impl Reply {
         Reply::Http {
             status: 200,
             content_type: "application/json",
+            headers: Vec::new(),
             body,
         }
     }
@@ -763,22 +775,27 @@ impl Reply {
     }
 
     fn into_response(self, conn: &Killer) -> Response {
-        let (status, content_type, body) = match self {
+        let (status, content_type, headers, body) = match self {
             Reply::Http {
                 status,
                 content_type,
+                headers,
                 body,
-            } => (status, content_type, body),
+            } => (status, content_type, headers, body),
             Reply::Reset => {
                 // The killed stream fails the write of this response, so hyper closes
                 // the connection and the client sees it end without an answer.
                 conn.kill();
-                (500, "text/plain", Vec::new())
+                (500, "text/plain", Vec::new(), Vec::new())
             }
         };
-        Response::builder()
+        let mut response = Response::builder()
             .status(status)
-            .header(CONTENT_TYPE, content_type)
+            .header(CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            response = response.header(name, value);
+        }
+        response
             .body(Body::from(body))
             .expect("valid response parts")
     }
@@ -793,9 +810,28 @@ impl Fault {
                     r#"{{"ok":false,"error_code":429,"description":"Too Many Requests: retry after {retry_after}","parameters":{{"retry_after":{retry_after}}}}}"#
                 ),
             ),
+            Fault::TooManyRequestsFraction { retry_after_ms } => {
+                let seconds = *retry_after_ms as f64 / 1000.0;
+                Reply::json(
+                    429,
+                    format!(
+                        r#"{{"ok":false,"error_code":429,"description":"Too Many Requests: retry after {seconds}","parameters":{{"retry_after":{seconds}}}}}"#
+                    ),
+                )
+            }
+            Fault::TooManyRequestsHtml { retry_after } => Reply::Http {
+                status: 429,
+                content_type: "text/html",
+                headers: retry_after
+                    .iter()
+                    .map(|s| ("retry-after", s.to_string()))
+                    .collect(),
+                body: NGINX_429.as_bytes().to_vec(),
+            },
             Fault::BadGatewayHtml => Reply::Http {
                 status: 502,
                 content_type: "text/html",
+                headers: Vec::new(),
                 body: NGINX_502.as_bytes().to_vec(),
             },
             Fault::InternalError => Reply::error(500, "Internal Server Error"),

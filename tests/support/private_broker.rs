@@ -1,6 +1,7 @@
 //! A broker of one's own: a nats-server or tansu on a free port, so a chaos scenario or
 //! a benchmark can stop or freeze it without touching the brokers other tests share.
-//! scripts/test, scripts/bench and scripts/chaos install both binaries.
+//! scripts/test, scripts/bench and scripts/chaos install both binaries; scripts/test
+//! and scripts/chaos name the current nats-server in `TEST_TGRELAY_NATS_SERVER`.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -107,7 +108,7 @@ impl PrivateBroker {
         let port = self.port.to_string();
         let mut command = match self.kind {
             BrokerKind::Nats => {
-                let mut c = Command::new("nats-server");
+                let mut c = Command::new(nats_server());
                 c.args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
                     .arg(self.dir.path().join("store"));
                 c
@@ -164,6 +165,13 @@ impl Drop for PrivateBroker {
             let _ = child.wait();
         }
     }
+}
+
+/// `TEST_TGRELAY_NATS_SERVER` (the current server, set by scripts/test and
+/// scripts/chaos), else nats-server from PATH.
+fn nats_server() -> PathBuf {
+    std::env::var_os("TEST_TGRELAY_NATS_SERVER")
+        .map_or_else(|| PathBuf::from("nats-server"), PathBuf::from)
 }
 
 /// tansu from PATH, else where `cargo install` put it.

@@ -52,6 +52,18 @@ fn facts_are_found_where_the_bot_api_puts_them() {
             None,
         ),
         (
+            r#"{"update_id":1,"subscription":{"user":{"id":12},"invoice_payload":"p","state":"active"}}"#,
+            "subscription",
+            None,
+            Some(12),
+        ),
+        (
+            r#"{"update_id":1,"stopped_message_generation":{"chat":{"id":13},"message_thread_id":2,"draft_id":4}}"#,
+            "stopped_message_generation",
+            Some(13),
+            None,
+        ),
+        (
             r#"{"update_id":1,"story_reaction":{"chat":{"id":6}}}"#,
             "story_reaction",
             Some(6),
