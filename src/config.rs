@@ -18,7 +18,10 @@ use crate::secret::Secret;
 use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
 
+mod cluster;
 mod validate;
+
+pub use cluster::{ClusterConfig, ClusterMode};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +36,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The listener webhook bots share.
     pub webhook: WebhookServerConfig,
+    /// One relay owning every bot, or replicas sharing them through the broker.
+    pub cluster: ClusterConfig,
     /// On shutdown, how long in-flight publishes may take before the relay exits anyway
     /// (whatever is not confirmed by then is fetched again next time: duplicates, no loss).
     #[serde(with = "humantime_serde")]
@@ -49,6 +54,7 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             webhook: WebhookServerConfig::default(),
+            cluster: ClusterConfig::default(),
             drain_timeout: Duration::from_secs(20),
             worker_threads: 0,
         }
@@ -218,6 +224,7 @@ impl Config {
         extract!(log, "log");
         extract!(admin, "admin");
         extract!(webhook, "webhook");
+        extract!(cluster, "cluster");
         extract!(worker_threads, "worker_threads");
         match figment.extract_inner::<String>("drain_timeout") {
             Ok(text) => match humantime::parse_duration(&text) {
@@ -250,6 +257,7 @@ impl Config {
             "log",
             "admin",
             "webhook",
+            "cluster",
             "drain_timeout",
             "worker_threads",
         ];

@@ -20,6 +20,7 @@
 //! - [`sink`]: where they go: NATS JetStream, Kafka, a JSON-lines file, memory for tests.
 //! - [`metrics`], [`health`], [`admin`]: what an operator sees.
 //! - [`supervisor`]: runs each bot as its own task, started and stopped alone.
+//! - [`cluster`]: which replica runs which bot (one process, or shared through the broker).
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`]: strings that never print themselves.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod cloudevent;
+pub mod cluster;
 pub mod config;
 pub mod envelope;
 pub mod health;

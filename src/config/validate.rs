@@ -33,6 +33,16 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
         validate_bot(name, bot, &mut errors);
     }
     errors.extend(config.sink.validate());
+    config.cluster.resolve_instance();
+    errors.extend(config.cluster.validate());
+    if config.cluster.mode == super::ClusterMode::Shared
+        && config.sink.kind == crate::sink::SinkKind::File
+    {
+        errors.push(
+            "cluster.mode = \"shared\" needs a broker to coordinate through: set sink.kind to nats or kafka (the file sink is one process, one file)"
+                .into(),
+        );
+    }
     validate_webhook_server(config, &mut errors);
     if config.worker_threads > MAX_WORKER_THREADS {
         errors.push(format!(
