@@ -4,6 +4,24 @@
 //! an update only when it, and every update of the batch before it, is safe in a
 //! broker. `getUpdates(offset)` confirms every update whose id is *below* the
 //! offset, so the offset must stop at the first update that is not safe.
+//!
+//! **Why two pollers of one bot cannot lose an update.** Replicas share bots through
+//! leases (see `cluster`), but no update's safety rests on them. Suppose two pollers
+//! A and B of one bot, with nothing keeping them apart, and A sends `offset = n`.
+//! A's offset only ever moves past updates A itself published and saw acknowledged
+//! (this function), so every update below `n` is one of two kinds:
+//! - an update A received in a batch: A published it, it is safe;
+//! - an update below the first id of every batch A received: Telegram answers a
+//!   getUpdates with *every* unconfirmed update from the offset on, in id order, so
+//!   an update missing from the front of A's batch had already been confirmed by
+//!   someone, and by the same argument that someone (B) had published it.
+//!
+//! So whatever A confirms is in the broker, and the same holds for B. What two
+//! pollers do cause is 409 Conflicts (Telegram ends the older long poll) and updates
+//! published twice, each copy with the same id. Both replicas must ask for the same
+//! `allowed_updates` (they load the same configuration), since Telegram drops an
+//! update of a kind the current caller did not ask for. The test
+//! `two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss` runs this.
 
 /// What became of one update's publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,15 +7,18 @@
 //! (a revoked token) leaves the others running; only when every configured bot has
 //! failed does the relay exit with an error.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Mode};
+use crate::cluster::nats::NatsOwnership;
+use crate::cluster::{Ownership, Single};
+use crate::config::{BotConfig, ClusterMode, Config, Mode};
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
@@ -37,6 +40,9 @@ pub struct Relay {
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Which bots this replica runs, and the lease that lets it.
+    ownership: Box<dyn Ownership>,
+    lease: Lease,
 }
 
 impl Relay {
@@ -50,9 +56,31 @@ impl Relay {
                 )
             }
             SinkKind::Nats => {
-                Arc::new(NatsSink::connect(&config.sink.nats, config.sink.envelope).await?)
+                let sink = NatsSink::connect(&config.sink.nats, config.sink.envelope).await?;
+                if config.cluster.mode == ClusterMode::Shared {
+                    let metrics = Arc::new(Metrics::new());
+                    let lease = Lease::lapsed_until_renewed();
+                    let ownership = NatsOwnership::connect(
+                        &sink.jetstream(),
+                        &config.cluster,
+                        lease.clone(),
+                        Arc::clone(&metrics),
+                    )
+                    .await?;
+                    return Ok(Relay {
+                        ownership: Box::new(ownership),
+                        lease,
+                        metrics,
+                        ..Self::with_sink(config, Arc::new(sink))
+                    });
+                }
+                Arc::new(sink)
             }
             SinkKind::Kafka => {
+                anyhow::ensure!(
+                    config.cluster.mode == ClusterMode::Single,
+                    "cluster.mode = \"shared\" with Kafka is not available yet"
+                );
                 let routes: Vec<BotRoutes> = config
                     .bots
                     .iter()
@@ -76,6 +104,8 @@ impl Relay {
             sink,
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new()),
+            ownership: Box::new(Single),
+            lease: Lease::unbounded(),
         }
     }
 
@@ -113,7 +143,7 @@ impl Relay {
             sink: Arc::clone(&self.sink),
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
-            lease: Lease::unbounded(),
+            lease: self.lease.clone(),
         };
         let supervisor = Supervisor::new(deps.clone(), shutdown.clone());
         // Every replica answers every webhook bot's POSTs; running a bot (below) is
@@ -132,9 +162,12 @@ impl Relay {
                 WebhookBot::new(deps.context(name, bot), bot.webhook.path_for(name), secret)
             })
             .collect();
-        for (name, bot) in &self.config.bots {
-            supervisor.start(name, bot);
-        }
+        let (bots, watched) = watch::channel(Arc::new(self.config.bots.clone()));
+        let ownership = tokio::spawn(self.ownership.run(
+            watched,
+            supervisor.clone(),
+            shutdown.clone(),
+        ));
         let mut webhook_addr = None;
         let mut webhook_task = None;
         if !webhook_bots.is_empty() {
@@ -157,6 +190,8 @@ impl Relay {
             webhook_addr,
             webhook_task,
             configured: self.config.bots.keys().cloned().collect(),
+            _bots: bots,
+            ownership,
             supervisor,
             shutdown,
             sink: self.sink,
@@ -172,6 +207,10 @@ pub struct Running {
     webhook_task: Option<tokio::task::JoinHandle<()>>,
     /// Every configured bot: when all of them have failed, the relay has nothing to do.
     configured: BTreeSet<String>,
+    /// The bot set the ownership follows.
+    _bots: watch::Sender<Arc<BTreeMap<String, BotConfig>>>,
+    /// The ownership's task: on shutdown it hands this replica's bots over.
+    ownership: tokio::task::JoinHandle<()>,
     supervisor: Supervisor,
     shutdown: CancellationToken,
     sink: Arc<dyn Sink>,
@@ -198,6 +237,7 @@ impl Running {
         tracing::info!(deadline = %humantime::format_duration(self.drain_timeout), "shutting down: draining");
         let drained = async {
             self.supervisor.drained().await;
+            let _ = self.ownership.await;
             if let Some(task) = self.webhook_task {
                 let _ = task.await;
             }

@@ -10,7 +10,7 @@
 //! 409s, because each confirms only what it published itself (see `ack`). Ownership is
 //! there so that, normally, nobody polls twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -18,8 +18,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BotConfig;
+use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
 
+pub mod nats;
 pub mod plan;
 
 /// The configured bots, by name; a watch so that the set may change while running.
@@ -64,5 +66,44 @@ impl Ownership for Single {
                 }
             }
         })
+    }
+}
+
+/// What a shared replica reports about ownership, in metrics and one log line per change.
+#[derive(Clone)]
+pub(crate) struct OwnershipLog {
+    pub metrics: Arc<Metrics>,
+    pub instance: String,
+}
+
+impl OwnershipLog {
+    pub fn acquired(&self, bot: &str, from: Option<&str>, unowned: Option<std::time::Duration>) {
+        let m = &self.metrics;
+        m.lease_acquisitions.with_label_values(&[bot]).inc();
+        if let Some(waited) = unowned {
+            m.bot_unowned_seconds.observe(waited.as_secs_f64());
+        }
+        match from {
+            Some(previous) => tracing::info!(%bot, instance = %self.instance, %previous,
+                unowned_ms = unowned.map(|d| d.as_millis() as u64), "took the bot over"),
+            None => tracing::info!(%bot, instance = %self.instance, "owns the bot"),
+        }
+    }
+
+    pub fn released(&self, bot: &str) {
+        tracing::info!(%bot, instance = %self.instance, "released the bot to rebalance");
+    }
+
+    pub fn lost(&self, bot: &str, reason: &'static str) {
+        self.metrics
+            .lease_losses
+            .with_label_values(&[bot, reason])
+            .inc();
+        tracing::warn!(%bot, instance = %self.instance, reason, "lost the bot");
+    }
+
+    pub fn owned(&self, running: &BTreeSet<String>, members: usize) {
+        self.metrics.bots_owned.set(running.len() as i64);
+        self.metrics.cluster_members.set(members as i64);
     }
 }

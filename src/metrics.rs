@@ -5,7 +5,8 @@
 //! method, code, outcome. Never a chat or user id.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -44,6 +45,16 @@ pub struct Metrics {
     pub webhook_last_error_timestamp: IntGaugeVec,
     /// getWebhookInfo: max_connections, by bot.
     pub webhook_max_connections: IntGaugeVec,
+    /// Shared cluster: bots this replica runs now.
+    pub bots_owned: IntGauge,
+    /// Shared cluster: live replicas this one sees, itself included.
+    pub cluster_members: IntGauge,
+    /// Shared cluster: bots this replica came to own, by bot.
+    pub lease_acquisitions: IntCounterVec,
+    /// Shared cluster: bots this replica lost, by bot and reason (`lapsed`, `taken`).
+    pub lease_losses: IntCounterVec,
+    /// Shared cluster: how long a bot went without an owner before this replica took it.
+    pub bot_unowned_seconds: Histogram,
 }
 
 impl Metrics {
@@ -154,6 +165,38 @@ impl Metrics {
                 "max_connections of the webhook (getWebhookInfo).",
                 &["bot"],
             ),
+            bots_owned: plain_gauge(&registry, "bots_owned", "Bots this replica runs now."),
+            cluster_members: plain_gauge(
+                &registry,
+                "cluster_members",
+                "Live replicas this one sees, itself included.",
+            ),
+            lease_acquisitions: counter(
+                &registry,
+                "lease_acquisitions_total",
+                "Bots this replica came to own.",
+                &["bot"],
+            ),
+            lease_losses: counter(
+                &registry,
+                "lease_losses_total",
+                "Bots this replica lost without releasing them (lapsed, taken).",
+                &["bot", "reason"],
+            ),
+            bot_unowned_seconds: {
+                let opts = HistogramOpts::new(
+                    "tgrelay_bot_unowned_seconds",
+                    "How long a bot went without an owner before this replica took it.",
+                )
+                .buckets(vec![
+                    0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 30.0, 60.0,
+                ]);
+                let h = Histogram::with_opts(opts).expect("valid metric");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("metric registers once");
+                h
+            },
             registry,
         };
         let build = gauge(
@@ -200,6 +243,14 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g =
         IntGaugeVec::new(Opts::new(format!("tgrelay_{name}"), help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registers once");
+    g
+}
+
+fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(format!("tgrelay_{name}"), help).expect("valid metric");
     registry
         .register(Box::new(g.clone()))
         .expect("metric registers once");

@@ -172,6 +172,12 @@ impl NatsSink {
         })
     }
 
+    /// The JetStream context of the sink's connection, for whatever else the relay
+    /// keeps in the same server (the cluster's key-value buckets).
+    pub fn jetstream(&self) -> jetstream::Context {
+        self.js.clone()
+    }
+
     /// Publishes one message and awaits its PubAck.
     async fn send(
         &self,

@@ -10,4 +10,5 @@ pub mod fake_bot_api;
 pub mod kafka;
 pub mod nats;
 pub mod private_broker;
+pub mod process;
 pub mod relay;
