@@ -44,6 +44,14 @@ pub struct Metrics {
     pub webhook_last_error_timestamp: IntGaugeVec,
     /// getWebhookInfo: max_connections, by bot.
     pub webhook_max_connections: IntGaugeVec,
+    // The webhook listener's connections: what its limits hold off (one block).
+    /// Connections open on the webhook listener (at most `webhook.max_open_connections`).
+    pub webhook_connections_open: prometheus::IntGauge,
+    /// Webhook connections the listener closed for a limit, by reason
+    /// (`request_timeout`, `idle_timeout`, `tls_handshake_timeout`).
+    pub webhook_connections_closed: IntCounterVec,
+    /// Times the webhook listener paused accepting because `max_open_connections` were open.
+    pub webhook_connection_limit_reached: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -154,6 +162,26 @@ impl Metrics {
                 "max_connections of the webhook (getWebhookInfo).",
                 &["bot"],
             ),
+            webhook_connections_open: gauge(
+                &registry,
+                "webhook_connections_open",
+                "Connections open on the webhook listener.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
+            webhook_connections_closed: counter(
+                &registry,
+                "webhook_connections_closed_total",
+                "Webhook connections the listener closed for a limit, by reason.",
+                &["reason"],
+            ),
+            webhook_connection_limit_reached: counter(
+                &registry,
+                "webhook_connection_limit_reached_total",
+                "Times the webhook listener paused accepting at max_open_connections.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
             registry,
         };
         let build = gauge(
