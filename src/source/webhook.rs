@@ -25,11 +25,15 @@ use super::BotContext;
 use crate::envelope::{Envelope, UpdateHead};
 use crate::secret::Secret;
 
+mod activity;
 pub mod config;
+mod connection;
 mod network;
 mod recent;
 pub mod registration;
 mod serve;
+mod tls;
+mod watched;
 
 pub use config::{BotWebhookConfig, WebhookServerConfig};
 pub use network::Cidr;
