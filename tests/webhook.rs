@@ -384,3 +384,36 @@ async fn serves_https_directly_with_its_own_certificate() {
         .unwrap_or(true));
     relay.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn at_shutdown_the_request_in_flight_is_answered_and_new_connections_are_refused() {
+    let api = FakeBotApi::start().await;
+    let token = token(2012);
+    api.add_bot(&token);
+    let sink = Arc::new(MemorySink::new());
+    let mut config = webhook_config(&api, &token, false, "");
+    config.webhook.publish_timeout = std::time::Duration::from_secs(30);
+    config.drain_timeout = std::time::Duration::from_secs(30);
+    let relay = RunningRelay::started(config, sink.clone()).await;
+    let addr = relay.webhook_addr.unwrap();
+    let update = Corpus::load().update("message", 61, 3);
+    sink.hold(true);
+    let in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("http://{addr}/telegram/main"))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .body(update)
+            .send(),
+    );
+    assert!(eventually(10, || sink.attempts() == 1).await);
+    let stopping = tokio::spawn(relay.stop());
+    assert!(
+        eventually(10, || std::net::TcpStream::connect(addr).is_err()).await,
+        "the listener closes at once"
+    );
+    sink.hold(false);
+    let answer = in_flight.await.unwrap().expect("answered, not cut");
+    assert_eq!(answer.status(), 200, "the update in flight is confirmed");
+    stopping.await.unwrap().unwrap();
+    assert_eq!(sink.delivered().len(), 1);
+}
