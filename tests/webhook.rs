@@ -417,3 +417,35 @@ async fn at_shutdown_the_request_in_flight_is_answered_and_new_connections_are_r
     stopping.await.unwrap().unwrap();
     assert_eq!(sink.delivered().len(), 1);
 }
+
+#[tokio::test]
+async fn without_the_secret_the_body_is_never_waited_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = harness(2013, false).await;
+    let mut stream = tokio::net::TcpStream::connect(h.relay.webhook_addr.unwrap())
+        .await
+        .unwrap();
+    // A body is announced but never sent: the header alone is enough to refuse it.
+    let head = "POST /telegram/main HTTP/1.1\r\nHost: relay\r\n\
+                X-Telegram-Bot-Api-Secret-Token: guess\r\nContent-Length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let timed_out = "tgrelay_webhook_connections_closed_total{reason=\"request_timeout\"}";
+    assert_eq!(
+        h.relay.metric(timed_out),
+        0.0,
+        "not after the request timeout"
+    );
+    assert_eq!(h.requests(401), 1.0);
+    h.relay.stop().await.unwrap();
+}

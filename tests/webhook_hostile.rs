@@ -22,8 +22,6 @@ use support::nats::{self as jsupport, read_all, unique};
 use support::relay::token;
 use tokio::task::JoinSet;
 
-const SECRET: &str = "hostile-Secret_7";
-
 async fn fake_telegram(bot_id: u64) -> (FakeBotApi, String) {
     let api = FakeBotApi::start().await;
     api.set_webhook_timing(WebhookTiming {

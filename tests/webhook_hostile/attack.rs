@@ -11,10 +11,21 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+/// The webhook secret the relay is given: a stalled body needs it, or the relay answers
+/// 401 without waiting for the body.
+macro_rules! secret {
+    () => {
+        "hostile-Secret_7"
+    };
+}
+pub const SECRET: &str = secret!();
 pub const HALF_HEADER: &[u8] = b"POST /telegram/main HTTP/1.1\r\nHost: relay\r\nContent-Ty";
-pub const HALF_BODY: &[u8] = b"POST /telegram/main HTTP/1.1\r\nHost: relay\r\n\
-    X-Telegram-Bot-Api-Secret-Token: guess\r\nContent-Type: application/json\r\n\
-    Content-Length: 200\r\n\r\n{\"update_id\":";
+pub const HALF_BODY: &[u8] = concat!(
+    "POST /telegram/main HTTP/1.1\r\nHost: relay\r\nX-Telegram-Bot-Api-Secret-Token: ",
+    secret!(),
+    "\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"update_id\":"
+)
+.as_bytes();
 
 /// Raises this process's soft open-file limit (the relay inherits it) to `needed`.
 pub fn ensure_open_file_limit(needed: u64) {

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::attack::SECRET;
 use super::support::fake_bot_api::FakeBotApi;
 use super::support::relay::{allow_future_kinds, free_port};
-use super::SECRET;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tgrelay");
 
