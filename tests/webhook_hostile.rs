@@ -95,7 +95,7 @@ const KIB_PER_CONNECTION: u64 = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_stalled_connections_are_closed_while_every_update_lands() {
-    ensure_open_file_limit(12_000);
+    ensure_open_file_limit(8192);
     let (stream, prefix) = (unique("TGRELAY_HOSTILE"), unique("hostile"));
     let (api, token) = fake_telegram(4101).await;
     let updates = Corpus::load().mixed(1, 300, 12);
@@ -160,7 +160,7 @@ async fn thousands_of_stalled_connections_are_closed_while_every_update_lands() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_accepting_pauses_and_memory_stays_flat() {
     const CAP: usize = 300;
-    ensure_open_file_limit(12_000);
+    ensure_open_file_limit(8192);
     let (stream, prefix) = (unique("TGRELAY_CAPPED"), unique("capped"));
     let (api, token) = fake_telegram(4102).await;
     let updates = Corpus::load().mixed(1, 300, 13);
