@@ -449,3 +449,33 @@ async fn without_the_secret_the_body_is_never_waited_for() {
     assert_eq!(h.requests(401), 1.0);
     h.relay.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_cut_after_its_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let api = FakeBotApi::start().await;
+    let token = token(2014);
+    api.add_bot(&token);
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"1s\"",
+        cert.display(),
+        key.display()
+    );
+    let config = webhook_config(&api, &token, false, &tls);
+    let relay = RunningRelay::started(config, Arc::new(MemorySink::new())).await;
+    let mut silent = tokio::net::TcpStream::connect(relay.webhook_addr.unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0; 16];
+    let read = silent.read(&mut buf);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), read).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed by the relay"
+    );
+    let reason = "tgrelay_webhook_connections_closed_total{reason=\"tls_handshake_timeout\"}";
+    assert_eq!(relay.metric(reason), 1.0);
+    relay.stop().await.unwrap();
+}
