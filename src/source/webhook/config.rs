@@ -88,9 +88,9 @@ impl WebhookServerConfig {
                 ));
             }
         }
-        // What Telegram may keep open at once. It opens a replacement before its old
-        // connection is gone, and every other client shares the cap too: twice that
-        // leaves room for both.
+        // What Telegram may keep open at once must always find a place; the cap leaves
+        // as many again for the rest: connections still closing, other clients, and
+        // stalled ones until their timeouts.
         let telegram_connections: u64 =
             bots.into_iter().map(|b| u64::from(b.max_connections)).sum();
         let needed = telegram_connections.saturating_mul(2).max(1);
