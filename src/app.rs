@@ -173,8 +173,14 @@ impl Relay {
         if !webhook_bots.is_empty() {
             let server = WebhookServer::new(&self.config.webhook, webhook_bots, shutdown.clone());
             let drain = self.config.drain_timeout;
-            let (addr, task) =
-                webhook::serve(&self.config.webhook, server, shutdown.clone(), drain).await?;
+            let (addr, task) = webhook::serve(
+                &self.config.webhook,
+                server,
+                Arc::clone(&self.metrics),
+                shutdown.clone(),
+                drain,
+            )
+            .await?;
             tracing::info!(%addr, tls = self.config.webhook.tls_cert.is_some(), "webhook listener bound");
             webhook_addr = Some(addr);
             webhook_task = Some(task);

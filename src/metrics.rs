@@ -55,6 +55,14 @@ pub struct Metrics {
     pub lease_losses: IntCounterVec,
     /// Shared cluster: how long a bot went without an owner before this replica took it.
     pub bot_unowned_seconds: Histogram,
+    // The webhook listener's connections: what its limits hold off (one block).
+    /// Connections open on the webhook listener (at most `webhook.max_open_connections`).
+    pub webhook_connections_open: prometheus::IntGauge,
+    /// Webhook connections the listener closed for a limit, by reason
+    /// (`request_timeout`, `idle_timeout`, `tls_handshake_timeout`).
+    pub webhook_connections_closed: IntCounterVec,
+    /// Times the webhook listener paused accepting because `max_open_connections` were open.
+    pub webhook_connection_limit_reached: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -197,6 +205,26 @@ impl Metrics {
                     .expect("metric registers once");
                 h
             },
+            webhook_connections_open: gauge(
+                &registry,
+                "webhook_connections_open",
+                "Connections open on the webhook listener.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
+            webhook_connections_closed: counter(
+                &registry,
+                "webhook_connections_closed_total",
+                "Webhook connections the listener closed for a limit, by reason.",
+                &["reason"],
+            ),
+            webhook_connection_limit_reached: counter(
+                &registry,
+                "webhook_connection_limit_reached_total",
+                "Times the webhook listener paused accepting at max_open_connections.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
             registry,
         };
         let build = gauge(

@@ -388,3 +388,98 @@ async fn serves_https_directly_with_its_own_certificate() {
         .unwrap_or(true));
     relay.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn at_shutdown_the_request_in_flight_is_answered_and_new_connections_are_refused() {
+    let api = FakeBotApi::start().await;
+    let token = token(2012);
+    api.add_bot(&token);
+    let sink = Arc::new(MemorySink::new());
+    let mut config = webhook_config(&api, &token, false, "");
+    config.webhook.publish_timeout = std::time::Duration::from_secs(30);
+    config.drain_timeout = std::time::Duration::from_secs(30);
+    let relay = RunningRelay::started(config, sink.clone()).await;
+    let addr = relay.webhook_addr.unwrap();
+    let update = Corpus::load().update("message", 61, 3);
+    sink.hold(true);
+    let in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("http://{addr}/telegram/main"))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .body(update)
+            .send(),
+    );
+    assert!(eventually(10, || sink.attempts() == 1).await);
+    let stopping = tokio::spawn(relay.stop());
+    assert!(
+        eventually(10, || std::net::TcpStream::connect(addr).is_err()).await,
+        "the listener closes at once"
+    );
+    sink.hold(false);
+    let answer = in_flight.await.unwrap().expect("answered, not cut");
+    assert_eq!(answer.status(), 200, "the update in flight is confirmed");
+    stopping.await.unwrap().unwrap();
+    assert_eq!(sink.delivered().len(), 1);
+}
+
+#[tokio::test]
+async fn without_the_secret_the_body_is_never_waited_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = harness(2013, false).await;
+    let mut stream = tokio::net::TcpStream::connect(h.relay.webhook_addr.unwrap())
+        .await
+        .unwrap();
+    // A body is announced but never sent: the header alone is enough to refuse it.
+    let head = "POST /telegram/main HTTP/1.1\r\nHost: relay\r\n\
+                X-Telegram-Bot-Api-Secret-Token: guess\r\nContent-Length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let timed_out = "tgrelay_webhook_connections_closed_total{reason=\"request_timeout\"}";
+    assert_eq!(
+        h.relay.metric(timed_out),
+        0.0,
+        "not after the request timeout"
+    );
+    assert_eq!(h.requests(401), 1.0);
+    h.relay.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_cut_after_its_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let api = FakeBotApi::start().await;
+    let token = token(2014);
+    api.add_bot(&token);
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"1s\"",
+        cert.display(),
+        key.display()
+    );
+    let config = webhook_config(&api, &token, false, &tls);
+    let relay = RunningRelay::started(config, Arc::new(MemorySink::new())).await;
+    let mut silent = tokio::net::TcpStream::connect(relay.webhook_addr.unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0; 16];
+    let read = silent.read(&mut buf);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), read).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed by the relay"
+    );
+    let reason = "tgrelay_webhook_connections_closed_total{reason=\"tls_handshake_timeout\"}";
+    assert_eq!(relay.metric(reason), 1.0);
+    relay.stop().await.unwrap();
+}

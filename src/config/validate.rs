@@ -246,6 +246,8 @@ fn validate_webhook_server(config: &Config, errors: &mut Vec<String>) {
                 .into(),
         );
     }
+    let hooks = config.bots.values().filter(|b| b.mode == Mode::Webhook);
+    errors.extend(webhook.validate(hooks.map(|b| &b.webhook)));
     if webhook.tls_cert.is_some() != webhook.tls_key.is_some() {
         errors.push("webhook.tls_cert and webhook.tls_key go together".into());
     }

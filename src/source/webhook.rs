@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -25,11 +24,15 @@ use super::BotContext;
 use crate::envelope::{Envelope, UpdateHead};
 use crate::secret::Secret;
 
+mod activity;
 pub mod config;
+mod connection;
 mod network;
 mod recent;
 pub mod registration;
 mod serve;
+mod tls;
+mod watched;
 
 pub use config::{BotWebhookConfig, WebhookServerConfig};
 pub use network::Cidr;
@@ -125,15 +128,13 @@ impl WebhookServer {
 async fn receive(
     State(server): State<WebhookServer>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
     let inner = &server.inner;
-    let Some(bot) = inner.bots.get(uri.path()) else {
+    let Some(bot) = inner.bots.get(request.uri().path()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let status = answer(inner, bot, peer, &headers, body).await;
+    let status = answer(inner, bot, peer, request).await;
     bot.ctx
         .metrics
         .webhook_requests
@@ -153,9 +154,9 @@ async fn answer(
     inner: &Inner,
     bot: &Arc<WebhookBot>,
     peer: SocketAddr,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> StatusCode {
+    let headers = request.headers();
     if inner.shutdown.is_cancelled() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
@@ -173,7 +174,9 @@ async fn answer(
     if !same_secret(given, bot.secret.expose().as_bytes()) {
         return StatusCode::UNAUTHORIZED;
     }
-    let body = match body {
+    // Only a request that passed the checks gets its body read (up to max_body_bytes):
+    // anyone else could make the listener buffer that much per connection.
+    let body = match Bytes::from_request(request, &()).await {
         Ok(body) => body,
         Err(rejection) => return rejection.status(),
     };

@@ -31,6 +31,22 @@ pub struct WebhookServerConfig {
     pub telegram_networks_only: bool,
     /// Proxies (CIDRs) whose `X-Forwarded-For` names the real client.
     pub trusted_proxies: Vec<String>,
+    /// How long a request may take to arrive whole, header and body, from its first
+    /// byte. Telegram writes each request at once, so only a stalled client waits this out.
+    #[serde(with = "humantime_serde")]
+    pub request_read_timeout: Duration,
+    /// How long a connection may wait for its next request (or, new, for its first).
+    /// Telegram closes its own idle connections after 60 s and may open one before it has
+    /// an update to send, so keep this above 60 s: then Telegram, not the relay, closes.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a TLS handshake may take (with `tls_cert`).
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// Connections open at once; at this many the listener stops accepting (new ones wait
+    /// in the kernel's backlog) until one closes. At least twice the sum of the webhook
+    /// bots' `max_connections`, and below the process's open-file limit.
+    pub max_open_connections: usize,
 }
 
 impl Default for WebhookServerConfig {
@@ -45,7 +61,48 @@ impl Default for WebhookServerConfig {
             tls_key: None,
             telegram_networks_only: false,
             trusted_proxies: Vec::new(),
+            request_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_open_connections: 4096,
         }
+    }
+}
+
+impl WebhookServerConfig {
+    /// Problems with the listener's connection limits, given the webhook bots it serves.
+    pub fn validate<'a>(
+        &self,
+        bots: impl IntoIterator<Item = &'a BotWebhookConfig>,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (key, timeout) in [
+            ("request_read_timeout", self.request_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
+        ] {
+            if timeout.is_zero() {
+                errors.push(format!(
+                    "webhook.{key} (TGRELAY_WEBHOOK__{}) must be above zero",
+                    key.to_uppercase()
+                ));
+            }
+        }
+        // What Telegram may keep open at once must always find a place; the cap leaves
+        // as many again for the rest: connections still closing, other clients, and
+        // stalled ones until their timeouts.
+        let telegram_connections: u64 =
+            bots.into_iter().map(|b| u64::from(b.max_connections)).sum();
+        let needed = telegram_connections.saturating_mul(2).max(1);
+        if (self.max_open_connections as u64) < needed {
+            errors.push(format!(
+                "webhook.max_open_connections (TGRELAY_WEBHOOK__MAX_OPEN_CONNECTIONS) is {} but \
+                 must be at least {needed}: twice the {telegram_connections} connections the \
+                 webhook bots' max_connections let Telegram open",
+                self.max_open_connections
+            ));
+        }
+        errors
     }
 }
 
@@ -100,5 +157,44 @@ impl BotWebhookConfig {
         self.path
             .clone()
             .unwrap_or_else(|| format!("/telegram/{bot}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_telegram_twice_its_connections() {
+        let bot = |max_connections| BotWebhookConfig {
+            max_connections,
+            ..BotWebhookConfig::default()
+        };
+        let config = WebhookServerConfig::default();
+        assert!(config.validate([&bot(100), &bot(40)]).is_empty());
+        let many = vec![bot(100); 21];
+        let errors = config.validate(&many);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("at least 4200"), "{errors:?}");
+        let local = bot(100_000);
+        let raised = WebhookServerConfig {
+            max_open_connections: 200_000,
+            ..WebhookServerConfig::default()
+        };
+        assert!(raised.validate([&local]).is_empty());
+    }
+
+    #[test]
+    fn every_timeout_must_be_above_zero() {
+        let config = WebhookServerConfig {
+            request_read_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            tls_handshake_timeout: Duration::ZERO,
+            max_open_connections: 0,
+            ..WebhookServerConfig::default()
+        };
+        let errors = config.validate([]);
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].contains("TGRELAY_WEBHOOK__REQUEST_READ_TIMEOUT"));
     }
 }
