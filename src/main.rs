@@ -18,8 +18,11 @@ use tgrelay::telegram::BotApi;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit status for a configuration error (EX_CONFIG-like; sysexits' EX_USAGE).
-const EXIT_BAD_CONFIG: u8 = 64;
+/// Exit statuses beyond 0 and 1 (a failure while running), from sysexits.h as Vector
+/// and other daemons use them. A bad command line: EX_USAGE.
+const EXIT_USAGE: u8 = 64;
+/// A configuration that is not valid (file or environment): EX_CONFIG.
+const EXIT_BAD_CONFIG: u8 = 78;
 
 #[derive(Parser)]
 #[command(
@@ -69,7 +72,17 @@ struct ConfigArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap exits 2 on its own; a bad command line is EX_USAGE, help is no error.
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(EXIT_USAGE),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     let arg = match &cli.command {
         Command::Run(arg) | Command::CheckConfig(arg) => arg,
         Command::Webhook(
@@ -101,7 +114,7 @@ fn webhook(config: Config, command: WebhookCommand) -> ExitCode {
         &command;
     let Some(bot) = config.bots.get(&args.bot) else {
         eprintln!("no bot named {:?} in the configuration", args.bot);
-        return ExitCode::from(EXIT_BAD_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     };
     let api = BotApi::new(BotApi::http_client(), &bot.api_url, bot.token().clone());
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");

@@ -1,17 +1,26 @@
 //! `tgrelay check-config` as an operator runs it: every problem of a configuration
-//! listed, the effective configuration printed with secrets redacted.
+//! listed once, each naming the setting as it was written, the effective configuration
+//! printed with secrets redacted, and exit statuses a script can act on.
+
+mod support;
 
 use std::process::Command;
 
+use support::relay::{tgrelay, token};
+
 const BIN: &str = env!("CARGO_BIN_EXE_tgrelay");
+/// EX_USAGE: the command line is wrong.
+const USAGE: Option<i32> = Some(64);
+/// EX_CONFIG: the configuration is wrong.
+const CONFIG: Option<i32> = Some(78);
 
 #[test]
-fn check_config_lists_every_problem_and_exits_64() {
+fn check_config_lists_every_problem_and_exits_78() {
     let output = Command::new(BIN)
         .args(["check-config", "--config", "/nonexistent/tgrelay.toml"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(64));
+    assert_eq!(output.status.code(), CONFIG);
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 
     let output = Command::new(BIN)
@@ -24,7 +33,7 @@ fn check_config_lists_every_problem_and_exits_64() {
         .env("TGRELAY_WORKER_THREADS", "100000")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(64));
+    assert_eq!(output.status.code(), CONFIG);
     let errors = String::from_utf8_lossy(&output.stderr);
     for expected in [
         "bots.main.token (TGRELAY_BOTS__MAIN__TOKEN): required",
@@ -78,5 +87,38 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
     assert!(
         text.contains("poll_timeout = \"45s\"") && text.contains("worker_threads = 2"),
         "environment overrides the file:\n{text}"
+    );
+}
+
+#[test]
+fn exit_statuses_tell_a_bad_command_line_from_a_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["bogus"][..],
+        &[],
+        &["check-config", "--connectt"],
+        &["webhook", "info"],
+    ] {
+        let ran = tgrelay(dir.path(), args, &[]);
+        assert_eq!(ran.code, USAGE, "tgrelay {args:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains("Usage"), "{}", ran.stderr);
+    }
+    for args in [&["--help"][..], &["--version"], &["check-config", "--help"]] {
+        let ran = tgrelay(dir.path(), args, &[]);
+        assert_eq!(ran.code, Some(0), "tgrelay {args:?}: {}", ran.stderr);
+        assert!(!ran.stdout.is_empty() && ran.stderr.is_empty(), "{args:?}");
+    }
+    let ran = tgrelay(dir.path(), &["check-config"], &[]);
+    assert_eq!(ran.code, CONFIG, "no bots: {}", ran.stderr);
+
+    // A bot the configuration does not have is a mistake on the command line.
+    let main = token(1006);
+    let env = [("TGRELAY_BOTS__MAIN__TOKEN", main.as_str())];
+    let ran = tgrelay(dir.path(), &["webhook", "info", "--bot", "nope"], &env);
+    assert_eq!(ran.code, USAGE, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("no bot named \"nope\""),
+        "{}",
+        ran.stderr
     );
 }
