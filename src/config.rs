@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::Env;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,7 @@ use crate::secret::Secret;
 use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
 
+mod sources;
 mod validate;
 
 /// The whole configuration.
@@ -172,23 +173,33 @@ fn is_kubernetes_service_link(key: &str) -> bool {
     key.starts_with("service_") || key == "port" || key.starts_with("port_")
 }
 
-/// Every problem found in a configuration, one per line.
+/// Every problem found in a configuration, one per line (a long one indented below).
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
 pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for error in &self.0 {
+            write!(f, "\n  - {}", error.replace('\n', "\n    "))?;
+        }
+        Ok(())
+    }
+}
 
 impl Config {
     /// Loads defaults → `path` (when it exists, or must exist if `required`) → environment,
     /// resolves token files, and validates.
+    ///
+    /// The file is read from exactly `path` (a relative one from the current directory,
+    /// never a parent's). A file that is not TOML is the only problem reported.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigErrors> {
-        if required && !path.exists() {
-            return Err(ConfigErrors(vec![format!(
-                "config file {} does not exist",
-                path.display()
-            )]));
+        let mut figment = Figment::new();
+        if let Some(file) = sources::toml_file(path, required).map_err(|e| ConfigErrors(vec![e]))? {
+            figment = figment.merge(file);
         }
         Self::from_figment(
-            Figment::new().merge(Toml::file(path)).merge(
+            figment.merge(
                 Env::prefixed("TGRELAY_")
                     .filter(|key| !is_kubernetes_service_link(key.as_str()))
                     .split("__")

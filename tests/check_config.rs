@@ -91,6 +91,52 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
 }
 
 #[test]
+fn an_unparsable_file_is_reported_once_and_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "bots = [\n[sink\n").unwrap();
+    let ran = tgrelay(dir.path(), &["check-config", "--config", "bad.toml"], &[]);
+    assert_eq!(ran.code, CONFIG, "{}", ran.stderr);
+    assert_eq!(
+        ran.stderr.matches("parse error").count(),
+        1,
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("bad.toml: TOML parse error at line 2"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("no bots"), "{}", ran.stderr);
+    assert!(
+        ran.stdout.is_empty(),
+        "no configuration printed: {}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn the_config_file_is_read_from_the_current_directory_never_a_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!("[bots.main]\ntoken = \"{}\"\n", token(1003));
+    std::fs::write(dir.path().join("config.toml"), file).unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+
+    let ran = tgrelay(&sub, &["check-config"], &[]);
+    assert_eq!(
+        ran.code, CONFIG,
+        "the parent's file was read: {}",
+        ran.stdout
+    );
+    assert!(ran.stderr.contains("no bots configured"), "{}", ran.stderr);
+
+    let ran = tgrelay(dir.path(), &["check-config"], &[]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout.contains("[bots.main]"), "{}", ran.stdout);
+}
+
+#[test]
 fn exit_statuses_tell_a_bad_command_line_from_a_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
