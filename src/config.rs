@@ -18,6 +18,7 @@ use crate::secret::Secret;
 use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
 
+pub mod keys;
 mod sources;
 mod validate;
 
@@ -187,6 +188,10 @@ impl std::fmt::Display for ConfigErrors {
     }
 }
 
+/// A duration written as humantime text (`20s`), for a value extracted on its own.
+#[derive(Deserialize)]
+struct Humantime(#[serde(with = "humantime_serde")] Duration);
+
 impl Config {
     /// Loads defaults → `path` (when it exists, or must exist if `required`) → environment,
     /// resolves token files, and validates.
@@ -200,7 +205,7 @@ impl Config {
         }
         Self::from_figment(
             figment.merge(
-                Env::prefixed("TGRELAY_")
+                Env::prefixed(keys::ENV_PREFIX)
                     .filter(|key| !is_kubernetes_service_link(key.as_str()))
                     .split("__")
                     .ignore(&["config"]),
@@ -220,7 +225,7 @@ impl Config {
                 match figment.extract_inner($key) {
                     Ok(value) => config.$field = value,
                     Err(e) if e.missing() => {}
-                    Err(e) => errors.extend(e.into_iter().map(|e| e.to_string())),
+                    Err(e) => errors.extend(keys::describe(e, $key)),
                 }
             };
         }
@@ -229,29 +234,27 @@ impl Config {
         extract!(admin, "admin");
         extract!(webhook, "webhook");
         extract!(worker_threads, "worker_threads");
-        match figment.extract_inner::<String>("drain_timeout") {
-            Ok(text) => match humantime::parse_duration(&text) {
-                Ok(d) => config.drain_timeout = d,
-                Err(e) => errors.push(format!("drain_timeout {text:?}: {e}")),
-            },
+        match figment.extract_inner::<Humantime>("drain_timeout") {
+            Ok(Humantime(d)) => config.drain_timeout = d,
             Err(e) if e.missing() => {}
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.extend(keys::describe(e, "drain_timeout")),
         }
         let top: BTreeMap<String, figment::value::Value> = figment.extract().unwrap_or_default();
         let names: Vec<String> = match top.get("bots") {
             Some(figment::value::Value::Dict(_, bots)) => bots.keys().cloned().collect(),
-            Some(_) => {
-                errors.push("bots must be a table of bots by name".into());
+            Some(other) => {
+                let md = figment.get_metadata(other.tag());
+                errors.push(keys::retell("bots", md, "must be a table of bots by name"));
                 Vec::new()
             }
             None => Vec::new(),
         };
-        for name in names {
+        for name in &names {
             match figment.extract_inner::<BotConfig>(&format!("bots.{name}")) {
                 Ok(bot) => {
-                    config.bots.insert(name, bot);
+                    config.bots.insert(name.clone(), bot);
                 }
-                Err(e) => errors.extend(e.into_iter().map(|e| format!("bots.{name}: {e}"))),
+                Err(e) => errors.extend(keys::describe(e, &format!("bots.{name}"))),
             }
         }
         let known = [
@@ -263,10 +266,12 @@ impl Config {
             "drain_timeout",
             "worker_threads",
         ];
-        for key in top.keys().filter(|k| !known.contains(&k.as_str())) {
-            errors.push(format!("unknown setting {key:?}"));
+        for (key, value) in top.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
+            let md = figment.get_metadata(value.tag());
+            let problem = format!("unknown setting; expected one of {}", known.join(", "));
+            errors.push(keys::retell(key, md, &problem));
         }
-        errors.extend(validate::validate(&mut config));
+        errors.extend(validate::validate(&mut config, !names.is_empty()));
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -116,6 +116,79 @@ fn an_unparsable_file_is_reported_once_and_alone() {
 }
 
 #[test]
+fn an_unknown_setting_is_named_as_it_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = token(1001);
+    let ran = tgrelay(
+        dir.path(),
+        &["check-config"],
+        &[
+            ("TGRELAY_BOTS__MAIN__TOKEN", &good),
+            ("TGRELAY_SINK__KIDN", "nats"),
+            ("tgrelay_log__levle", "debug"),
+            ("TGRELAY_DRAIN_TIMOUT", "5s"),
+        ],
+    );
+    assert_eq!(ran.code, CONFIG, "{}", ran.stderr);
+    for expected in [
+        "TGRELAY_SINK__KIDN (sink.kidn): unknown setting; expected one of kind, envelope",
+        "tgrelay_log__levle (log.levle): unknown setting; expected one of level, format",
+        "TGRELAY_DRAIN_TIMOUT (drain_timout): unknown setting; expected one of bots,",
+    ] {
+        assert!(
+            ran.stderr.contains(expected),
+            "no {expected:?} in:\n{}",
+            ran.stderr
+        );
+    }
+    assert!(!ran.stderr.contains("KIDN.SINK"), "{}", ran.stderr);
+
+    let file = format!("[bots.main]\ntoken = \"{good}\"\n[sink]\nkidn = \"nats\"\n");
+    std::fs::write(dir.path().join("config.toml"), file).unwrap();
+    let ran = tgrelay(dir.path(), &["check-config"], &[]);
+    assert_eq!(ran.code, CONFIG, "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("sink.kidn in config.toml: unknown setting; expected one of kind,"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_duration_without_a_unit_says_how_to_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!(
+        "[bots.main]\ntoken = \"{}\"\npoll_timeout = 30\n\
+         [sink.nats]\npublish_timeout = \"5\"\n",
+        token(1002)
+    );
+    std::fs::write(dir.path().join("config.toml"), file).unwrap();
+    let ran = tgrelay(
+        dir.path(),
+        &["check-config"],
+        &[("TGRELAY_DRAIN_TIMEOUT", "20")],
+    );
+    assert_eq!(ran.code, CONFIG, "{}", ran.stderr);
+    for expected in [
+        "TGRELAY_DRAIN_TIMEOUT (drain_timeout): 20 has no unit: write 20s",
+        "bots.main.poll_timeout in config.toml: 30 has no unit: write \"30s\"",
+        "sink.nats.publish_timeout in config.toml: 5 has no unit: write \"5s\"",
+    ] {
+        assert!(
+            ran.stderr.contains(expected),
+            "no {expected:?} in:\n{}",
+            ran.stderr
+        );
+    }
+    assert!(
+        !ran.stderr.contains("no bots configured"),
+        "the bot is configured, only mistyped:\n{}",
+        ran.stderr
+    );
+}
+
+#[test]
 fn the_config_file_is_read_from_the_current_directory_never_a_parent() {
     let dir = tempfile::tempdir().unwrap();
     let file = format!("[bots.main]\ntoken = \"{}\"\n", token(1003));

@@ -1,5 +1,6 @@
 //! Validation: every problem of a configuration, each naming its key and env variable.
 
+use super::keys::setting;
 use super::{BotConfig, Config, Mode};
 use crate::secret::Secret;
 
@@ -20,10 +21,11 @@ pub(super) fn bot_id(token: &str) -> Option<u64> {
 /// Far above any core count a relay pod gets; a larger number is a typo.
 const MAX_WORKER_THREADS: usize = 256;
 
-/// Resolves token files in place and returns every problem found.
-pub(super) fn validate(config: &mut Config) -> Vec<String> {
+/// Resolves token files in place and returns every problem found. `bots_named`: the
+/// configuration names bots, even if none of them could be read (already reported).
+pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
     let mut errors = Vec::new();
-    if config.bots.is_empty() {
+    if !bots_named {
         errors.push(
             "no bots configured: add [bots.<name>] with a token (or TGRELAY_BOTS__<NAME>__TOKEN)"
                 .to_owned(),
@@ -58,13 +60,7 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
 }
 
 fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
-    let key = |field: &str| {
-        format!(
-            "bots.{name}.{field} (TGRELAY_BOTS__{}__{})",
-            name.to_uppercase(),
-            field.to_uppercase()
-        )
-    };
+    let key = |field: &str| setting(&format!("bots.{name}.{field}"));
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -125,13 +121,7 @@ fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
 
 /// A bot in webhook mode: URL, path, secret (resolved or generated), limits.
 fn validate_webhook(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
-    let key = |field: &str| {
-        format!(
-            "bots.{name}.webhook.{field} (TGRELAY_BOTS__{}__WEBHOOK__{})",
-            name.to_uppercase(),
-            field.to_uppercase()
-        )
-    };
+    let key = |field: &str| setting(&format!("bots.{name}.webhook.{field}"));
     let hook = &mut bot.webhook;
     match &hook.url {
         Some(url) => match reqwest::Url::parse(url) {
