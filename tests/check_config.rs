@@ -210,6 +210,39 @@ fn the_config_file_is_read_from_the_current_directory_never_a_parent() {
 }
 
 #[test]
+fn one_bot_configured_twice_is_an_error_and_no_token_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (token(1004), token(1005));
+    let other_secret = "1004:Another-secret_of-1004";
+    std::fs::write(dir.path().join("token"), format!("{first}\n")).unwrap();
+    let file = format!(
+        "[bots.a]\ntoken = \"{first}\"\n[bots.b]\ntoken_file = \"token\"\n\
+         [bots.c]\ntoken = \"{other_secret}\"\n[bots.d]\ntoken = \"{second}\"\n"
+    );
+    std::fs::write(dir.path().join("config.toml"), file).unwrap();
+    let ran = tgrelay(dir.path(), &["check-config"], &[]);
+    assert_eq!(ran.code, CONFIG, "{}", ran.stderr);
+    for expected in [
+        "bots.a and bots.b use the same token (bot id 1004)",
+        "bots.b and bots.c use tokens of the same bot (bot id 1004)",
+    ] {
+        assert!(
+            ran.stderr.contains(expected),
+            "no {expected:?} in:\n{}",
+            ran.stderr
+        );
+    }
+    assert!(!ran.stderr.contains("bots.d"), "{}", ran.stderr);
+    for secret in [&first, &second, other_secret].map(|t| t.split_once(':').unwrap().1) {
+        assert!(
+            !ran.text().contains(secret),
+            "a token leaked:\n{}",
+            ran.text()
+        );
+    }
+}
+
+#[test]
 fn exit_statuses_tell_a_bad_command_line_from_a_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
     for args in [

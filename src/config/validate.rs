@@ -1,5 +1,7 @@
 //! Validation: every problem of a configuration, each naming its key and env variable.
 
+use std::collections::BTreeMap;
+
 use super::keys::setting;
 use super::{BotConfig, Config, Mode};
 use crate::secret::Secret;
@@ -34,6 +36,7 @@ pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
     for (name, bot) in &mut config.bots {
         validate_bot(name, bot, &mut errors);
     }
+    validate_distinct_bots(config, &mut errors);
     errors.extend(config.sink.validate());
     validate_webhook_server(config, &mut errors);
     if config.worker_threads > MAX_WORKER_THREADS {
@@ -192,6 +195,32 @@ fn resolve_token(bot: &mut BotConfig, key: &dyn Fn(&str) -> String, errors: &mut
             )),
         },
         _ => errors.push(format!("{}: required (or token_file)", key("token"))),
+    }
+}
+
+/// One bot configured twice (the same token, or two tokens of one bot) would have two
+/// pollers, each getting 409 Conflict for the other, or two webhook registrations.
+fn validate_distinct_bots(config: &Config, errors: &mut Vec<String>) {
+    let mut by_id: BTreeMap<u64, (&str, &Secret)> = BTreeMap::new();
+    for (name, bot) in &config.bots {
+        let Some(token) = &bot.token else { continue };
+        let Some(id) = bot_id(token.expose()) else {
+            continue;
+        };
+        let Some((other, other_token)) = by_id.insert(id, (name, token)) else {
+            continue;
+        };
+        // The id is public (the bot's user id); the token is never shown.
+        let what = if other_token.expose() == token.expose() {
+            "the same token"
+        } else {
+            "tokens of the same bot"
+        };
+        errors.push(format!(
+            "bots.{other} and bots.{name} use {what} (bot id {id}): Telegram allows one \
+             getUpdates caller or webhook per bot, so they would fight with 409 Conflict; \
+             configure the bot once"
+        ));
     }
 }
 
