@@ -21,6 +21,7 @@
 //! - [`metrics`], [`health`], [`admin`]: what an operator sees.
 //! - [`supervisor`]: runs each bot as its own task, started and stopped alone.
 //! - [`app`]: wiring and shutdown.
+//! - [`preflight`]: `check-config --connect`, what only the network can tell.
 //! - [`secret`]: strings that never print themselves.
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod envelope;
 pub mod health;
 pub mod lease;
 pub mod metrics;
+pub mod preflight;
 pub mod route;
 pub mod secret;
 pub mod sink;

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use tgrelay::app::Relay;
 use tgrelay::config::{Config, LogFormat};
+use tgrelay::preflight;
 use tgrelay::supervisor::webhook_registration;
 use tgrelay::telegram::BotApi;
 
@@ -23,6 +24,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_USAGE: u8 = 64;
 /// A configuration that is not valid (file or environment): EX_CONFIG.
 const EXIT_BAD_CONFIG: u8 = 78;
+/// A valid configuration whose bots or broker fail `check-config --connect`: EX_UNAVAILABLE.
+const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -39,7 +42,7 @@ enum Command {
     /// Run the relay.
     Run(ConfigArg),
     /// Print the effective configuration (secrets redacted), or every problem with it.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Manage a bot's webhook at Telegram.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -65,6 +68,16 @@ struct WebhookArgs {
 }
 
 #[derive(clap::Args)]
+struct CheckConfigArgs {
+    /// Also check what only the network can tell: each bot's getMe, the broker, its
+    /// stream or topics (changing nothing); exits 69 listing every problem.
+    #[arg(long)]
+    connect: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(clap::Args)]
 struct ConfigArg {
     /// Configuration file; `TGRELAY_*` environment variables override it.
     #[arg(long, short, env = "TGRELAY_CONFIG", default_value = "config.toml")]
@@ -84,7 +97,7 @@ fn main() -> ExitCode {
         }
     };
     let arg = match &cli.command {
-        Command::Run(arg) | Command::CheckConfig(arg) => arg,
+        Command::Run(arg) | Command::CheckConfig(CheckConfigArgs { config: arg, .. }) => arg,
         Command::Webhook(
             WebhookCommand::Set(w) | WebhookCommand::Delete(w) | WebhookCommand::Info(w),
         ) => &w.config,
@@ -99,9 +112,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig(_) => {
+        Command::CheckConfig(args) => {
             print!("{}", config.to_redacted_toml());
-            ExitCode::SUCCESS
+            if args.connect {
+                check_connect(&config)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Run(_) => run(config),
         Command::Webhook(command) => webhook(config, command),
@@ -151,6 +168,20 @@ fn webhook(config: Config, command: WebhookCommand) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check-config --connect`: every finding on stderr (stdout keeps the configuration).
+fn check_connect(config: &Config) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let report = runtime.block_on(preflight::check(config));
+    // A Kafka metadata fetch cut off by its deadline may still hold a blocking thread.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    eprint!("{report}");
+    if report.problems().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNAVAILABLE)
     }
 }
 

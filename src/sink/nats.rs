@@ -148,7 +148,9 @@ impl NatsSink {
     }
 
     /// A connection with the configured credentials.
-    async fn client(config: &NatsSinkConfig) -> Result<async_nats::Client, NatsSinkError> {
+    pub(crate) async fn client(
+        config: &NatsSinkConfig,
+    ) -> Result<async_nats::Client, NatsSinkError> {
         let connect_error = |message: String| NatsSinkError::Connect {
             url: config.url.clone(),
             message,
