@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::Env;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,8 @@ use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
 
 mod cluster;
+pub mod keys;
+mod sources;
 mod validate;
 
 pub use cluster::{ClusterConfig, ClusterMode};
@@ -179,24 +181,38 @@ fn is_kubernetes_service_link(key: &str) -> bool {
     key.starts_with("service_") || key == "port" || key.starts_with("port_")
 }
 
-/// Every problem found in a configuration, one per line.
+/// Every problem found in a configuration, one per line (a long one indented below).
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
 pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for error in &self.0 {
+            write!(f, "\n  - {}", error.replace('\n', "\n    "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration written as humantime text (`20s`), for a value extracted on its own.
+#[derive(Deserialize)]
+struct Humantime(#[serde(with = "humantime_serde")] Duration);
 
 impl Config {
     /// Loads defaults → `path` (when it exists, or must exist if `required`) → environment,
     /// resolves token files, and validates.
+    ///
+    /// The file is read from exactly `path` (a relative one from the current directory,
+    /// never a parent's). A file that is not TOML is the only problem reported.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigErrors> {
-        if required && !path.exists() {
-            return Err(ConfigErrors(vec![format!(
-                "config file {} does not exist",
-                path.display()
-            )]));
+        let mut figment = Figment::new();
+        if let Some(file) = sources::toml_file(path, required).map_err(|e| ConfigErrors(vec![e]))? {
+            figment = figment.merge(file);
         }
         Self::from_figment(
-            Figment::new().merge(Toml::file(path)).merge(
-                Env::prefixed("TGRELAY_")
+            figment.merge(
+                Env::prefixed(keys::ENV_PREFIX)
                     .filter(|key| !is_kubernetes_service_link(key.as_str()))
                     .split("__")
                     .ignore(&["config"]),
@@ -216,7 +232,7 @@ impl Config {
                 match figment.extract_inner($key) {
                     Ok(value) => config.$field = value,
                     Err(e) if e.missing() => {}
-                    Err(e) => errors.extend(e.into_iter().map(|e| e.to_string())),
+                    Err(e) => errors.extend(keys::describe(e, $key)),
                 }
             };
         }
@@ -226,29 +242,27 @@ impl Config {
         extract!(webhook, "webhook");
         extract!(cluster, "cluster");
         extract!(worker_threads, "worker_threads");
-        match figment.extract_inner::<String>("drain_timeout") {
-            Ok(text) => match humantime::parse_duration(&text) {
-                Ok(d) => config.drain_timeout = d,
-                Err(e) => errors.push(format!("drain_timeout {text:?}: {e}")),
-            },
+        match figment.extract_inner::<Humantime>("drain_timeout") {
+            Ok(Humantime(d)) => config.drain_timeout = d,
             Err(e) if e.missing() => {}
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.extend(keys::describe(e, "drain_timeout")),
         }
         let top: BTreeMap<String, figment::value::Value> = figment.extract().unwrap_or_default();
         let names: Vec<String> = match top.get("bots") {
             Some(figment::value::Value::Dict(_, bots)) => bots.keys().cloned().collect(),
-            Some(_) => {
-                errors.push("bots must be a table of bots by name".into());
+            Some(other) => {
+                let md = figment.get_metadata(other.tag());
+                errors.push(keys::retell("bots", md, "must be a table of bots by name"));
                 Vec::new()
             }
             None => Vec::new(),
         };
-        for name in names {
+        for name in &names {
             match figment.extract_inner::<BotConfig>(&format!("bots.{name}")) {
                 Ok(bot) => {
-                    config.bots.insert(name, bot);
+                    config.bots.insert(name.clone(), bot);
                 }
-                Err(e) => errors.extend(e.into_iter().map(|e| format!("bots.{name}: {e}"))),
+                Err(e) => errors.extend(keys::describe(e, &format!("bots.{name}"))),
             }
         }
         let known = [
@@ -261,10 +275,12 @@ impl Config {
             "drain_timeout",
             "worker_threads",
         ];
-        for key in top.keys().filter(|k| !known.contains(&k.as_str())) {
-            errors.push(format!("unknown setting {key:?}"));
+        for (key, value) in top.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
+            let md = figment.get_metadata(value.tag());
+            let problem = format!("unknown setting; expected one of {}", known.join(", "));
+            errors.push(keys::retell(key, md, &problem));
         }
-        errors.extend(validate::validate(&mut config));
+        errors.extend(validate::validate(&mut config, !names.is_empty()));
         if errors.is_empty() {
             Ok(config)
         } else {

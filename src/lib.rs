@@ -22,6 +22,7 @@
 //! - [`supervisor`]: runs each bot as its own task, started and stopped alone.
 //! - [`cluster`]: which replica runs which bot (one process, or shared through the broker).
 //! - [`app`]: wiring and shutdown.
+//! - [`preflight`]: `check-config --connect`, what only the network can tell.
 //! - [`secret`]: strings that never print themselves.
 #![forbid(unsafe_code)]
 
@@ -36,6 +37,7 @@ pub mod envelope;
 pub mod health;
 pub mod lease;
 pub mod metrics;
+pub mod preflight;
 pub mod route;
 pub mod secret;
 pub mod sink;

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use tgrelay::app::Relay;
 use tgrelay::config::{Config, LogFormat};
+use tgrelay::preflight;
 use tgrelay::supervisor::webhook_registration;
 use tgrelay::telegram::BotApi;
 
@@ -18,8 +19,13 @@ use tgrelay::telegram::BotApi;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit status for a configuration error (EX_CONFIG-like; sysexits' EX_USAGE).
-const EXIT_BAD_CONFIG: u8 = 64;
+/// Exit statuses beyond 0 and 1 (a failure while running), from sysexits.h as Vector
+/// and other daemons use them. A bad command line: EX_USAGE.
+const EXIT_USAGE: u8 = 64;
+/// A configuration that is not valid (file or environment): EX_CONFIG.
+const EXIT_BAD_CONFIG: u8 = 78;
+/// A valid configuration whose bots or broker fail `check-config --connect`: EX_UNAVAILABLE.
+const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +42,7 @@ enum Command {
     /// Run the relay.
     Run(ConfigArg),
     /// Print the effective configuration (secrets redacted), or every problem with it.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Manage a bot's webhook at Telegram.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -62,6 +68,16 @@ struct WebhookArgs {
 }
 
 #[derive(clap::Args)]
+struct CheckConfigArgs {
+    /// Also check what only the network can tell: each bot's getMe, the broker, its
+    /// stream or topics (changing nothing); exits 69 listing every problem.
+    #[arg(long)]
+    connect: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(clap::Args)]
 struct ConfigArg {
     /// Configuration file; `TGRELAY_*` environment variables override it.
     #[arg(long, short, env = "TGRELAY_CONFIG", default_value = "config.toml")]
@@ -69,9 +85,19 @@ struct ConfigArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap exits 2 on its own; a bad command line is EX_USAGE, help is no error.
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(EXIT_USAGE),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     let arg = match &cli.command {
-        Command::Run(arg) | Command::CheckConfig(arg) => arg,
+        Command::Run(arg) | Command::CheckConfig(CheckConfigArgs { config: arg, .. }) => arg,
         Command::Webhook(
             WebhookCommand::Set(w) | WebhookCommand::Delete(w) | WebhookCommand::Info(w),
         ) => &w.config,
@@ -86,9 +112,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig(_) => {
+        Command::CheckConfig(args) => {
             print!("{}", config.to_redacted_toml());
-            ExitCode::SUCCESS
+            if args.connect {
+                check_connect(&config)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Run(_) => run(config),
         Command::Webhook(command) => webhook(config, command),
@@ -101,7 +131,7 @@ fn webhook(config: Config, command: WebhookCommand) -> ExitCode {
         &command;
     let Some(bot) = config.bots.get(&args.bot) else {
         eprintln!("no bot named {:?} in the configuration", args.bot);
-        return ExitCode::from(EXIT_BAD_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     };
     let api = BotApi::new(BotApi::http_client(), &bot.api_url, bot.token().clone());
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
@@ -138,6 +168,20 @@ fn webhook(config: Config, command: WebhookCommand) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check-config --connect`: every finding on stderr (stdout keeps the configuration).
+fn check_connect(config: &Config) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let report = runtime.block_on(preflight::check(config));
+    // A Kafka metadata fetch cut off by its deadline may still hold a blocking thread.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    eprint!("{report}");
+    if report.problems().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNAVAILABLE)
     }
 }
 

@@ -1,5 +1,8 @@
 //! Validation: every problem of a configuration, each naming its key and env variable.
 
+use std::collections::BTreeMap;
+
+use super::keys::setting;
 use super::{BotConfig, Config, Mode};
 use crate::secret::Secret;
 
@@ -20,10 +23,11 @@ pub(super) fn bot_id(token: &str) -> Option<u64> {
 /// Far above any core count a relay pod gets; a larger number is a typo.
 const MAX_WORKER_THREADS: usize = 256;
 
-/// Resolves token files in place and returns every problem found.
-pub(super) fn validate(config: &mut Config) -> Vec<String> {
+/// Resolves token files in place and returns every problem found. `bots_named`: the
+/// configuration names bots, even if none of them could be read (already reported).
+pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
     let mut errors = Vec::new();
-    if config.bots.is_empty() {
+    if !bots_named {
         errors.push(
             "no bots configured: add [bots.<name>] with a token (or TGRELAY_BOTS__<NAME>__TOKEN)"
                 .to_owned(),
@@ -32,6 +36,7 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
     for (name, bot) in &mut config.bots {
         validate_bot(name, bot, &mut errors);
     }
+    validate_distinct_bots(config, &mut errors);
     errors.extend(config.sink.validate());
     config.cluster.resolve_instance();
     errors.extend(config.cluster.validate());
@@ -68,13 +73,7 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
 }
 
 fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
-    let key = |field: &str| {
-        format!(
-            "bots.{name}.{field} (TGRELAY_BOTS__{}__{})",
-            name.to_uppercase(),
-            field.to_uppercase()
-        )
-    };
+    let key = |field: &str| setting(&format!("bots.{name}.{field}"));
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -135,13 +134,7 @@ fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
 
 /// A bot in webhook mode: URL, path, secret (resolved or generated), limits.
 fn validate_webhook(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
-    let key = |field: &str| {
-        format!(
-            "bots.{name}.webhook.{field} (TGRELAY_BOTS__{}__WEBHOOK__{})",
-            name.to_uppercase(),
-            field.to_uppercase()
-        )
-    };
+    let key = |field: &str| setting(&format!("bots.{name}.webhook.{field}"));
     let hook = &mut bot.webhook;
     match &hook.url {
         Some(url) => match reqwest::Url::parse(url) {
@@ -212,6 +205,32 @@ fn resolve_token(bot: &mut BotConfig, key: &dyn Fn(&str) -> String, errors: &mut
             )),
         },
         _ => errors.push(format!("{}: required (or token_file)", key("token"))),
+    }
+}
+
+/// One bot configured twice (the same token, or two tokens of one bot) would have two
+/// pollers, each getting 409 Conflict for the other, or two webhook registrations.
+fn validate_distinct_bots(config: &Config, errors: &mut Vec<String>) {
+    let mut by_id: BTreeMap<u64, (&str, &Secret)> = BTreeMap::new();
+    for (name, bot) in &config.bots {
+        let Some(token) = &bot.token else { continue };
+        let Some(id) = bot_id(token.expose()) else {
+            continue;
+        };
+        let Some((other, other_token)) = by_id.insert(id, (name, token)) else {
+            continue;
+        };
+        // The id is public (the bot's user id); the token is never shown.
+        let what = if other_token.expose() == token.expose() {
+            "the same token"
+        } else {
+            "tokens of the same bot"
+        };
+        errors.push(format!(
+            "bots.{other} and bots.{name} use {what} (bot id {id}): Telegram allows one \
+             getUpdates caller or webhook per bot, so they would fight with 409 Conflict; \
+             configure the bot once"
+        ));
     }
 }
 

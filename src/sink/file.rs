@@ -77,6 +77,25 @@ impl FileSink {
         Ok(FileSink { queue, healthy })
     }
 
+    /// Whether [`FileSink::open`] would succeed, leaving things as they are
+    /// (`check-config --connect`): an existing file is opened for appending and nothing
+    /// written; otherwise its directory must take a new file (a probe, removed again).
+    pub fn check_writable(path: &Path) -> std::io::Result<()> {
+        if path.exists() {
+            return OpenOptions::new().append(true).open(path).map(drop);
+        }
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let probe = dir.join(format!(".tgrelay-check-{}", std::process::id()));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        std::fs::remove_file(&probe)
+    }
+
     async fn write(&self, lines: Vec<u8>) -> Result<(), String> {
         let (done, answer) = oneshot::channel();
         self.queue

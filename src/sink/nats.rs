@@ -131,6 +131,26 @@ impl NatsSink {
         config: &NatsSinkConfig,
         mode: EnvelopeMode,
     ) -> Result<NatsSink, NatsSinkError> {
+        let client = Self::client(config).await?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .max_ack_inflight(config.max_in_flight)
+            .build(client.clone());
+        ensure_stream(&js, config).await?;
+        Ok(NatsSink {
+            client,
+            js,
+            subject: RouteTemplate::parse(&config.subject).expect("validated template"),
+            dead_letter_subject: RouteTemplate::parse(&config.dead_letter_subject)
+                .expect("validated template"),
+            mode,
+        })
+    }
+
+    /// A connection with the configured credentials.
+    pub(crate) async fn client(
+        config: &NatsSinkConfig,
+    ) -> Result<async_nats::Client, NatsSinkError> {
         let connect_error = |message: String| NatsSinkError::Connect {
             url: config.url.clone(),
             message,
@@ -157,19 +177,7 @@ impl NatsSink {
             .connect(config.url.as_str())
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(config.publish_timeout)
-            .max_ack_inflight(config.max_in_flight)
-            .build(client.clone());
-        ensure_stream(&js, config).await?;
-        Ok(NatsSink {
-            client,
-            js,
-            subject: RouteTemplate::parse(&config.subject).expect("validated template"),
-            dead_letter_subject: RouteTemplate::parse(&config.dead_letter_subject)
-                .expect("validated template"),
-            mode,
-        })
+        Ok(client)
     }
 
     /// The JetStream context of the sink's connection, for whatever else the relay

@@ -166,3 +166,42 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// What one run of the `tgrelay` binary did.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Both outputs, for assertions on what a person sees.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `tgrelay ARGS` in `dir` to its end, with `env` as its only `TGRELAY_*` variables.
+pub fn tgrelay(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tgrelay"));
+    for (name, _) in std::env::vars_os() {
+        let settings = name.to_str().is_some_and(|n| {
+            n.get(..8)
+                .is_some_and(|p| p.eq_ignore_ascii_case("TGRELAY_"))
+        });
+        if settings {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the relay binary runs");
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

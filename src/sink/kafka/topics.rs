@@ -46,6 +46,26 @@ pub async fn ensure(config: &KafkaSinkConfig, routes: &[BotRoutes]) -> Result<()
         brokers: config.brokers.clone(),
         message,
     };
+    let missing = missing(config, routes).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !config.create_topics {
+        return Err(error(format!(
+            "missing topics: {} (create them, or set sink.kafka.create_topics = true)",
+            missing.join(", ")
+        )));
+    }
+    create(config, &missing).await.map_err(error)?;
+    tracing::info!(topics = %missing.join(", "), "created Kafka topics");
+    Ok(())
+}
+
+/// The required topics the brokers do not have; reads metadata only, changes nothing.
+pub async fn missing(
+    config: &KafkaSinkConfig,
+    routes: &[BotRoutes],
+) -> Result<Vec<String>, KafkaSinkError> {
     let admin: AdminClient<DefaultClientContext> = config
         .client_config()
         .create()
@@ -62,23 +82,14 @@ pub async fn ensure(config: &KafkaSinkConfig, routes: &[BotRoutes]) -> Result<()
     })
     .await
     .expect("metadata task does not panic")
-    .map_err(|e| error(format!("cannot read topic metadata: {e}")))?;
-    let missing: Vec<String> = required(config, routes)
+    .map_err(|e| KafkaSinkError::Topics {
+        brokers: config.brokers.clone(),
+        message: format!("cannot read topic metadata: {e}"),
+    })?;
+    Ok(required(config, routes)
         .difference(&existing)
         .cloned()
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !config.create_topics {
-        return Err(error(format!(
-            "missing topics: {} (create them, or set sink.kafka.create_topics = true)",
-            missing.join(", ")
-        )));
-    }
-    create(config, &missing).await.map_err(error)?;
-    tracing::info!(topics = %missing.join(", "), "created Kafka topics");
-    Ok(())
+        .collect())
 }
 
 async fn create(config: &KafkaSinkConfig, names: &[String]) -> Result<(), String> {
