@@ -16,17 +16,15 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::nats::NatsOwnership;
-use crate::cluster::{Ownership, Single};
+use crate::backoff::Backoff;
+use crate::cluster::{self, Bots, Ownership, Single};
 use crate::config::{BotConfig, ClusterMode, Config, Mode};
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
-use crate::sink::file::FileSink;
+use crate::sink::connecting::ConnectingSink;
 use crate::sink::kafka::topics::BotRoutes;
-use crate::sink::kafka::KafkaSink;
-use crate::sink::nats::NatsSink;
-use crate::sink::{Sink, SinkKind};
+use crate::sink::Sink;
 use crate::source::webhook::{self, WebhookBot, WebhookServer};
 use crate::supervisor::{BotDeps, Supervisor};
 use crate::telegram::BotApi;
@@ -38,74 +36,38 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(6);
 pub struct Relay {
     config: Config,
     sink: Arc<dyn Sink>,
+    /// Set when the relay connects its sink itself (rather than being handed one).
+    connecting: Option<Arc<ConnectingSink>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    /// Which bots this replica runs, and the lease that lets it.
-    ownership: Box<dyn Ownership>,
+    /// This replica's lease on the bots it owns (never lapses in single mode).
     lease: Lease,
 }
 
 impl Relay {
-    /// Connects the configured sink (failing fast on a wrong broker setup).
-    pub async fn from_config(config: Config) -> anyhow::Result<Relay> {
-        let sink: Arc<dyn Sink> = match config.sink.kind {
-            SinkKind::File => {
-                let path = &config.sink.file.path;
-                Arc::new(
-                    FileSink::open(path).with_context(|| format!("opening {}", path.display()))?,
-                )
-            }
-            SinkKind::Nats => {
-                let sink = NatsSink::connect(&config.sink.nats, config.sink.envelope).await?;
-                if config.cluster.mode == ClusterMode::Shared {
-                    let metrics = Arc::new(Metrics::new());
-                    let lease = Lease::lapsed_until_renewed();
-                    let ownership = NatsOwnership::connect(
-                        &sink.jetstream(),
-                        &config.cluster,
-                        lease.clone(),
-                        Arc::clone(&metrics),
-                    )
-                    .await?;
-                    return Ok(Relay {
-                        ownership: Box::new(ownership),
-                        lease,
-                        metrics,
-                        ..Self::with_sink(config, Arc::new(sink))
-                    });
-                }
-                Arc::new(sink)
-            }
-            SinkKind::Kafka => {
-                anyhow::ensure!(
-                    config.cluster.mode == ClusterMode::Single,
-                    "cluster.mode = \"shared\" with Kafka is not available yet"
-                );
-                let routes: Vec<BotRoutes> = config
-                    .bots
-                    .iter()
-                    .map(|(name, bot)| BotRoutes {
-                        name: name.clone(),
-                        id: bot.bot_id(),
-                        kinds: bot.allowed_updates.clone(),
-                    })
-                    .collect();
-                let kafka = &config.sink.kafka;
-                Arc::new(KafkaSink::connect(kafka, config.sink.envelope, &routes).await?)
-            }
-        };
-        Ok(Self::with_sink(config, sink))
+    /// A relay that connects its configured sink once started, retrying while the
+    /// broker is away.
+    pub fn new(config: Config) -> Relay {
+        let connecting = Arc::new(ConnectingSink::new(config.sink.kind));
+        Relay {
+            connecting: Some(Arc::clone(&connecting)),
+            ..Self::with_sink(config, connecting)
+        }
     }
 
     /// A relay publishing to a given sink (tests use the memory sink).
     pub fn with_sink(config: Config, sink: Arc<dyn Sink>) -> Relay {
+        let lease = match config.cluster.mode {
+            ClusterMode::Single => Lease::unbounded(),
+            ClusterMode::Shared => Lease::lapsed_until_renewed(),
+        };
         Relay {
             config,
             sink,
+            connecting: None,
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new()),
-            ownership: Box::new(Single),
-            lease: Lease::unbounded(),
+            lease,
         }
     }
 
@@ -163,11 +125,13 @@ impl Relay {
             })
             .collect();
         let (bots, watched) = watch::channel(Arc::new(self.config.bots.clone()));
-        let ownership = tokio::spawn(self.ownership.run(
-            watched,
-            supervisor.clone(),
-            shutdown.clone(),
-        ));
+        let bring_up = BringUp {
+            config: self.config.clone(),
+            connecting: self.connecting.clone(),
+            metrics: Arc::clone(&self.metrics),
+            lease: self.lease.clone(),
+        };
+        let ownership = tokio::spawn(bring_up.run(watched, supervisor.clone(), shutdown.clone()));
         let mut webhook_addr = None;
         let mut webhook_task = None;
         if !webhook_bots.is_empty() {
@@ -260,6 +224,82 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What happens once the listeners are bound: the broker connected (retried while it is
+/// away), then the ownership that starts the bots.
+struct BringUp {
+    config: Config,
+    connecting: Option<Arc<ConnectingSink>>,
+    metrics: Arc<Metrics>,
+    lease: Lease,
+}
+
+impl BringUp {
+    async fn run(self, bots: Bots, supervisor: Supervisor, shutdown: CancellationToken) {
+        let ownership = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ownership = self.connect() => ownership,
+        };
+        ownership.run(bots, supervisor, shutdown).await;
+    }
+
+    /// Connects the sink and the ownership, retrying with backoff until both answer.
+    async fn connect(&self) -> Box<dyn Ownership> {
+        let Some(connecting) = &self.connecting else {
+            // A sink handed over ready (tests): nothing to connect, one process.
+            return Box::new(Single);
+        };
+        let routes = kafka_routes(&self.config);
+        let mut failures = 0;
+        loop {
+            let connected = async {
+                let connected = crate::sink::connect(&self.config.sink, &routes).await?;
+                let ownership = cluster::connect(
+                    &self.config.cluster,
+                    &connected,
+                    self.lease.clone(),
+                    Arc::clone(&self.metrics),
+                )
+                .await?;
+                anyhow::Ok((connected, ownership))
+            };
+            match connected.await {
+                Ok((connected, ownership)) => {
+                    connecting.connected(connected.sink);
+                    if failures > 0 {
+                        tracing::info!(sink = self.config.sink.kind.name(), "the broker answers; starting the bots");
+                    }
+                    return ownership;
+                }
+                Err(e) => {
+                    let wait = Backoff::DEFAULT.next_delay(failures);
+                    let wait_ms = wait.as_millis() as u64;
+                    // Loud once, then quieter: an outage at start logs like any other.
+                    if failures == 0 {
+                        tracing::error!(error = format!("{e:#}"), wait_ms, "cannot reach the broker; not ready, retrying");
+                    } else {
+                        tracing::warn!(error = format!("{e:#}"), wait_ms, "still cannot reach the broker");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// What each bot can publish, for the Kafka sink's topic check.
+fn kafka_routes(config: &Config) -> Vec<BotRoutes> {
+    config
+        .bots
+        .iter()
+        .map(|(name, bot)| BotRoutes {
+            name: name.clone(),
+            id: bot.bot_id(),
+            kinds: bot.allowed_updates.clone(),
+        })
+        .collect()
 }
 
 /// Flushes the sink, but never waits long for a broker that is away: everything

@@ -17,7 +17,9 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BotConfig;
+use crate::config::{BotConfig, ClusterConfig, ClusterMode};
+use crate::lease::Lease;
+use crate::sink::Connected;
 use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
 
@@ -37,6 +39,24 @@ pub trait Ownership: Send {
         supervisor: Supervisor,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, ()>;
+}
+
+/// The ownership the configuration asks for, over the broker the sink connected to.
+pub async fn connect(
+    config: &ClusterConfig,
+    broker: &Connected,
+    lease: Lease,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Box<dyn Ownership>> {
+    if config.mode == ClusterMode::Single {
+        return Ok(Box::new(Single));
+    }
+    match &broker.nats {
+        Some(js) => Ok(Box::new(
+            nats::NatsOwnership::connect(js, config, lease, metrics).await?,
+        )),
+        None => anyhow::bail!("cluster.mode = \"shared\" with Kafka is not available yet"),
+    }
 }
 
 /// `single`: this process owns every bot there is.

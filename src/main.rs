@@ -196,12 +196,7 @@ fn run(config: Config) -> ExitCode {
         let shutdown = CancellationToken::new();
         // Handlers first: a SIGTERM while the sink connects must not kill the process.
         tokio::spawn(cancel_on_signal(Signals::install(), shutdown.clone()));
-        let relay = tokio::select! {
-            relay = Relay::from_config(config) => relay?,
-            // Stopped while starting: nothing was fetched, so nothing to drain.
-            _ = shutdown.cancelled() => return Ok(()),
-        };
-        relay.run(shutdown).await
+        Relay::new(config).run(shutdown).await
     });
     // `run` has drained; a blocking call still out (a Kafka metadata probe cut short
     // by a SIGTERM at start) must not hold the exit for its whole timeout.

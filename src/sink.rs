@@ -16,6 +16,7 @@ pub use file::FileSinkConfig;
 pub use kafka::KafkaSinkConfig;
 pub use nats::NatsSinkConfig;
 
+pub mod connecting;
 pub mod file;
 pub mod kafka;
 pub mod memory;
@@ -42,6 +43,56 @@ pub enum SinkKind {
     File,
     Nats,
     Kafka,
+}
+
+impl SinkKind {
+    /// The sink's name in logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::File => "file",
+            SinkKind::Nats => "nats",
+            SinkKind::Kafka => "kafka",
+        }
+    }
+}
+
+/// A sink connected to its broker, and the broker connection for whatever else the
+/// relay keeps there (a shared cluster's coordination).
+pub struct Connected {
+    pub sink: std::sync::Arc<dyn Sink>,
+    pub nats: Option<async_nats::jetstream::Context>,
+}
+
+/// Connects the configured sink: the broker answers, and the stream or topics that
+/// `routes` can reach exist (or were created, when configured to).
+pub async fn connect(
+    config: &SinkConfig,
+    routes: &[kafka::topics::BotRoutes],
+) -> anyhow::Result<Connected> {
+    use anyhow::Context as _;
+    use std::sync::Arc;
+    Ok(match config.kind {
+        SinkKind::File => {
+            let path = &config.file.path;
+            let sink = file::FileSink::open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            Connected {
+                sink: Arc::new(sink),
+                nats: None,
+            }
+        }
+        SinkKind::Nats => {
+            let sink = nats::NatsSink::connect(&config.nats, config.envelope).await?;
+            Connected {
+                nats: Some(sink.jetstream()),
+                sink: Arc::new(sink),
+            }
+        }
+        SinkKind::Kafka => Connected {
+            sink: Arc::new(kafka::KafkaSink::connect(&config.kafka, config.envelope, routes).await?),
+            nats: None,
+        },
+    })
 }
 
 impl SinkConfig {

@@ -71,9 +71,7 @@ async fn a_hung_broker_loses_nothing_and_the_relay_recovers_by_itself() {
         allow_future_kinds(),
         ksupport::sink_toml(&prefix, "")
     );
-    let relay = Relay::from_config(config(&api.base_url(), &[("main", &token)], &toml))
-        .await
-        .unwrap();
+    let relay = Relay::new(config(&api.base_url(), &[("main", &token)], &toml));
     let metrics = relay.metrics();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));

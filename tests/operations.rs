@@ -390,9 +390,7 @@ async fn readyz_is_ok_with_a_connected_nats_sink() {
     let sink = jsupport::sink_toml(&stream, &prefix, "");
     let config = config_with_admin(&api, &[("main", &token)], admin, &sink);
     // The real sink, connected (and its stream created) the way `tgrelay run` does it.
-    let relay = Relay::from_config(config)
-        .await
-        .unwrap_or_else(|e| panic!("NATS at {} (run scripts/test): {e:#}", jsupport::url()));
+    let relay = Relay::new(config);
     let shutdown = CancellationToken::new();
     let running = relay
         .start(shutdown.clone())

@@ -145,7 +145,7 @@ pub async fn relay_until_confirmed(
 ) {
     let toml = format!("{}{sink_toml}", allow_future_kinds());
     let cfg = config(&api.base_url(), &[("main", token)], &toml);
-    let relay = Relay::from_config(cfg).await.expect("the sink connects");
+    let relay = Relay::new(cfg);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
     let within = std::time::Duration::from_secs(60);
