@@ -51,11 +51,12 @@ pub async fn connect(
     if config.mode == ClusterMode::Single {
         return Ok(Box::new(Single));
     }
-    match &broker.nats {
-        Some(js) => Ok(Box::new(
+    match (&broker.nats, &broker.kafka) {
+        (Some(js), _) => Ok(Box::new(
             nats::NatsOwnership::connect(js, config, lease, metrics).await?,
         )),
-        None => anyhow::bail!("cluster.mode = \"shared\" with Kafka is not available yet"),
+        (None, Some(_)) => anyhow::bail!("cluster.mode = \"shared\" with Kafka is not available yet"),
+        (None, None) => anyhow::bail!("cluster.mode = \"shared\" needs a broker (nats or kafka)"),
     }
 }
 
@@ -120,6 +121,12 @@ impl OwnershipLog {
             .with_label_values(&[bot, reason])
             .inc();
         tracing::warn!(%bot, instance = %self.instance, reason, "lost the bot");
+    }
+
+    /// This replica's lease lapsed: its bots stopped polling until it is renewed.
+    pub fn lapsed(&self, bots: usize) {
+        tracing::warn!(instance = %self.instance, bots,
+            "cluster lease lapsed (the broker did not take a renewal in time); stopped polling until it is renewed");
     }
 
     pub fn owned(&self, running: &BTreeSet<String>, members: usize) {

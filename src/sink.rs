@@ -61,6 +61,8 @@ impl SinkKind {
 pub struct Connected {
     pub sink: std::sync::Arc<dyn Sink>,
     pub nats: Option<async_nats::jetstream::Context>,
+    /// How to reach the Kafka brokers, for clients other than the sink's producer.
+    pub kafka: Option<rdkafka::ClientConfig>,
 }
 
 /// Connects the configured sink: the broker answers, and the stream or topics that
@@ -79,6 +81,7 @@ pub async fn connect(
             Connected {
                 sink: Arc::new(sink),
                 nats: None,
+                kafka: None,
             }
         }
         SinkKind::Nats => {
@@ -86,11 +89,13 @@ pub async fn connect(
             Connected {
                 nats: Some(sink.jetstream()),
                 sink: Arc::new(sink),
+                kafka: None,
             }
         }
         SinkKind::Kafka => Connected {
             sink: Arc::new(kafka::KafkaSink::connect(&config.kafka, config.envelope, routes).await?),
             nats: None,
+            kafka: Some(config.kafka.connection_config()),
         },
     })
 }

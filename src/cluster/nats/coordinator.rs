@@ -92,8 +92,7 @@ impl Coordinator {
             return;
         }
         self.lapsed = true;
-        tracing::warn!(instance = %self.me(), bots = self.mine.len(),
-            "cluster lease lapsed (the broker did not take a heartbeat in time); stopped polling until it is renewed");
+        self.log.lapsed(self.mine.len());
         for bot in self.supervisor.running() {
             self.supervisor.stop(&bot).await;
         }

@@ -203,17 +203,25 @@ impl KafkaSinkConfig {
 
     /// The producer's librdkafka configuration: safe defaults, then the pass-through properties.
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = self.connection_config();
         config
-            .set("bootstrap.servers", &self.brokers)
-            .set("client.id", concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set(
                 "message.timeout.ms",
                 self.message_timeout.as_millis().to_string(),
             )
-            .set("linger.ms", self.linger.as_millis().to_string())
+            .set("linger.ms", self.linger.as_millis().to_string());
+        config
+    }
+
+    /// How to reach the brokers (address, TLS, SASL), for any client: the producer,
+    /// and the consumers a shared cluster or outbound calls use.
+    pub fn connection_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
             .set("socket.keepalive.enable", "true");
         for (key, value) in &self.properties {
             config.set(key, value);
