@@ -19,12 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BotConfig, ClusterConfig, ClusterMode};
 use crate::lease::Lease;
-use crate::sink::Connected;
 use crate::metrics::Metrics;
+use crate::sink::Connected;
 use crate::supervisor::Supervisor;
+use coordinator::SharedOwnership;
 
+pub mod coordinator;
 pub mod nats;
 pub mod plan;
+pub mod store;
 
 /// The configured bots, by name; a watch so that the set may change while running.
 pub type Bots = watch::Receiver<Arc<BTreeMap<String, BotConfig>>>;
@@ -52,10 +55,15 @@ pub async fn connect(
         return Ok(Box::new(Single));
     }
     match (&broker.nats, &broker.kafka) {
-        (Some(js), _) => Ok(Box::new(
-            nats::NatsOwnership::connect(js, config, lease, metrics).await?,
-        )),
-        (None, Some(_)) => anyhow::bail!("cluster.mode = \"shared\" with Kafka is not available yet"),
+        (Some(js), _) => {
+            let store = nats::NatsStore::connect(js, config).await?;
+            Ok(Box::new(SharedOwnership::new(
+                store, config, lease, metrics,
+            )))
+        }
+        (None, Some(_)) => {
+            anyhow::bail!("cluster.mode = \"shared\" with Kafka is not available yet")
+        }
         (None, None) => anyhow::bail!("cluster.mode = \"shared\" needs a broker (nats or kafka)"),
     }
 }

@@ -1,62 +1,39 @@
-//! Shared ownership through two NATS JetStream key-value buckets.
+//! The shared cluster's store on NATS: two JetStream key-value buckets.
 //!
-//! - `<name>-members`: one key per replica, its heartbeat, put five times per
-//!   `lease_ttl`. A successful put extends this replica's [`Lease`]. Every replica
-//!   watches the bucket and judges another gone once it has seen no heartbeat from it
-//!   for 80 % of `lease_ttl`, by its own monotonic clock: no two clocks are compared,
-//!   and the owner itself stops polling at 60 %.
-//! - `<name>-owners`: one key per bot naming its owner. A claim writes the key with
-//!   the revision last seen (0 when absent), so of two replicas claiming at once one
-//!   wins; a release deletes it with the owner's own revision, after the bot stopped
-//!   and confirmed. A replica runs a bot only while the key holds the revision it
-//!   wrote, and only while its lease lives; after a lapse it rewrites each claim with
-//!   its revision before polling again, so a bot taken over meanwhile stays taken.
+//! `<name>-members` holds one key per replica, its heartbeat; `<name>-owners` one key
+//! per bot naming its owner, written with the bucket's own compare-and-set (an update
+//! that names the revision last seen) and freed by a delete that names it too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv::{self, UpdateErrorKind};
+use async_nats::jetstream::{self};
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::StreamExt;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
-use super::plan::{plan, View};
-use super::{Bots, Ownership, OwnershipLog};
+use super::store::{Change, Store, StoreError};
 use crate::config::ClusterConfig;
-use crate::lease::Lease;
-use crate::metrics::Metrics;
-use crate::supervisor::Supervisor;
-
-/// How often the loop looks at the cluster between watch events.
-const TICK: Duration = Duration::from_millis(250);
 
 /// Errors that stop the coordination from starting.
 #[derive(Debug, thiserror::Error)]
 #[error("NATS key-value bucket {bucket}: {message}")]
-pub struct NatsOwnershipError {
+pub struct NatsStoreError {
     bucket: String,
     message: String,
 }
 
-pub struct NatsOwnership {
+pub struct NatsStore {
     members: kv::Store,
     owners: kv::Store,
-    config: ClusterConfig,
-    lease: Lease,
-    log: OwnershipLog,
 }
 
-impl NatsOwnership {
+impl NatsStore {
     /// Opens (creating when missing) the two buckets.
     pub async fn connect(
         js: &jetstream::Context,
         config: &ClusterConfig,
-        lease: Lease,
-        metrics: Arc<Metrics>,
-    ) -> Result<NatsOwnership, NatsOwnershipError> {
+    ) -> Result<NatsStore, NatsStoreError> {
         let members = bucket(
             js,
             kv::Config {
@@ -77,23 +54,11 @@ impl NatsOwnership {
             },
         )
         .await?;
-        Ok(NatsOwnership {
-            members,
-            owners,
-            config: config.clone(),
-            lease,
-            log: OwnershipLog {
-                metrics,
-                instance: config.instance.clone(),
-            },
-        })
+        Ok(NatsStore { members, owners })
     }
 }
 
-async fn bucket(
-    js: &jetstream::Context,
-    config: kv::Config,
-) -> Result<kv::Store, NatsOwnershipError> {
+async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, NatsStoreError> {
     let name = config.bucket.clone();
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
@@ -101,135 +66,94 @@ async fn bucket(
     match js.create_key_value(config).await {
         Ok(store) => Ok(store),
         // Another replica created it meanwhile.
-        Err(created) => js
-            .get_key_value(&name)
+        Err(created) => js.get_key_value(&name).await.map_err(|_| NatsStoreError {
+            bucket: name,
+            // nats-server 2.9 answers in a shape the client cannot read.
+            message: format!("{created} (a shared cluster needs nats-server 2.10 or later)"),
+        }),
+    }
+}
+
+impl Store for NatsStore {
+    fn changes(&self) -> mpsc::UnboundedReceiver<Change> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(follow(self.members.clone(), tx.clone(), member));
+        tokio::spawn(follow(self.owners.clone(), tx, owner));
+        rx
+    }
+
+    async fn heartbeat(&self, instance: &str) -> Result<(), StoreError> {
+        self.members
+            .put(instance, Bytes::copy_from_slice(instance.as_bytes()))
             .await
-            .map_err(|_| NatsOwnershipError {
-                bucket: name,
-                message: created.to_string(),
-            }),
-    }
-}
-
-impl Ownership for NatsOwnership {
-    fn run(
-        self: Box<Self>,
-        bots: Bots,
-        supervisor: Supervisor,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let mut coordinator = Coordinator::new(*self, bots, supervisor);
-            coordinator.run(shutdown).await;
-        })
-    }
-}
-
-mod coordinator;
-use coordinator::Coordinator;
-
-/// A bot's key in the owners bucket, as last seen.
-#[derive(Debug, Clone)]
-struct OwnerKey {
-    /// The owner, or `None` when the key was deleted (released).
-    owner: Option<String>,
-    revision: u64,
-}
-
-/// What the watches say about the cluster.
-#[derive(Default)]
-struct ClusterView {
-    /// Replica → when its last heartbeat was seen.
-    heartbeats: HashMap<String, Instant>,
-    owners: HashMap<String, OwnerKey>,
-    /// Bot → since when it has had no live owner, as far as this replica saw it go.
-    free_since: HashMap<String, (Instant, Option<String>)>,
-}
-
-impl ClusterView {
-    fn live_members(&self, me: &str, takeover_after: Duration) -> BTreeSet<String> {
-        let now = Instant::now();
-        self.heartbeats
-            .iter()
-            .filter(|(_, seen)| now.duration_since(**seen) < takeover_after)
-            .map(|(m, _)| m.clone())
-            .chain([me.to_owned()])
-            .collect()
+            .map(|_| ())
+            .map_err(|e| StoreError::Broker(e.to_string()))
     }
 
-    /// Bot → owner, for owners among `members`.
-    fn live_owners(&self, members: &BTreeSet<String>) -> BTreeMap<String, String> {
-        self.owners
-            .iter()
-            .filter_map(|(bot, key)| {
-                let owner = key.owner.as_ref()?;
-                members
-                    .contains(owner)
-                    .then(|| (bot.clone(), owner.clone()))
-            })
-            .collect()
+    async fn leave(&self, instance: &str) {
+        let _ = self.members.delete(instance).await;
     }
 
-    fn revision(&self, bot: &str) -> u64 {
-        self.owners.get(bot).map_or(0, |k| k.revision)
-    }
-
-    fn on_member(&mut self, entry: kv::Entry) {
-        match entry.operation {
-            kv::Operation::Put => {
-                self.heartbeats.insert(entry.key, Instant::now());
-            }
-            kv::Operation::Delete | kv::Operation::Purge => {
-                self.heartbeats.remove(&entry.key);
-            }
-        }
-    }
-
-    fn on_owner(&mut self, entry: kv::Entry) {
-        let owner = match entry.operation {
-            kv::Operation::Put => Some(String::from_utf8_lossy(&entry.value).into_owned()),
-            kv::Operation::Delete | kv::Operation::Purge => None,
-        };
-        let previous = self.owners.get(&entry.key).and_then(|k| k.owner.clone());
-        if owner.is_none() && entry.seen_current {
-            self.free_since
-                .insert(entry.key.clone(), (Instant::now(), previous));
-        }
-        self.owners.insert(
-            entry.key,
-            OwnerKey {
-                owner,
-                revision: entry.revision,
-            },
-        );
-    }
-}
-
-fn value(instance: &str) -> Bytes {
-    Bytes::copy_from_slice(instance.as_bytes())
-}
-
-/// A watch of a whole bucket, restarted from scratch when it breaks.
-async fn watch(store: &kv::Store) -> Option<kv::Watch> {
-    // With history: the current value of every key first, then every change.
-    match store.watch_with_history(">").await {
-        Ok(watch) => Some(watch),
-        Err(e) => {
-            tracing::warn!(error = %e, "watching a cluster bucket failed; retrying");
-            None
+    async fn write_owner(
+        &self,
+        bot: &str,
+        owner: Option<&str>,
+        revision: u64,
+    ) -> Result<u64, StoreError> {
+        match owner {
+            Some(owner) => self
+                .owners
+                .update(bot, Bytes::copy_from_slice(owner.as_bytes()), revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    UpdateErrorKind::WrongLastRevision => StoreError::Conflict,
+                    _ => StoreError::Broker(e.to_string()),
+                }),
+            None => self
+                .owners
+                .delete_expect_revision(bot, Some(revision))
+                .await
+                .map(|_| revision)
+                .map_err(|e| StoreError::Broker(e.to_string())),
         }
     }
 }
 
-async fn next(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
-    match watch {
-        Some(w) => match w.next().await {
-            Some(Ok(entry)) => Some(entry),
-            _ => {
-                *watch = None;
-                None
+fn member(entry: kv::Entry) -> Change {
+    Change::Member {
+        alive: entry.operation == kv::Operation::Put,
+        instance: entry.key,
+    }
+}
+
+fn owner(entry: kv::Entry) -> Change {
+    Change::Owner {
+        owner: (entry.operation == kv::Operation::Put)
+            .then(|| String::from_utf8_lossy(&entry.value).into_owned()),
+        bot: entry.key,
+        revision: entry.revision,
+        live: entry.seen_current,
+    }
+}
+
+/// Forwards a bucket's changes: the current value of every key first, then each
+/// change; a broken watch is opened again (and replays the current values).
+async fn follow(
+    store: kv::Store,
+    tx: mpsc::UnboundedSender<Change>,
+    change: fn(kv::Entry) -> Change,
+) {
+    while !tx.is_closed() {
+        match store.watch_with_history(">").await {
+            Ok(mut watch) => {
+                while let Some(Ok(entry)) = watch.next().await {
+                    if tx.send(change(entry)).is_err() {
+                        return;
+                    }
+                }
             }
-        },
-        None => std::future::pending().await,
+            Err(e) => tracing::warn!(error = %e, "watching a cluster bucket failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -1,45 +1,111 @@
-//! The loop of one replica: heartbeat, watch, plan, claim and release.
+//! The loop of one shared replica, whatever the broker: heartbeat, watch, plan,
+//! claim and release.
+//!
+//! A replica puts a heartbeat five times per `lease_ttl` and judges another gone once
+//! it has heard nothing from it for 80 % of it, by its own monotonic clock: no two
+//! clocks are compared, and the owner itself stops polling at 60 %. A bot is claimed
+//! by writing its owner key with the revision last seen (0 when never written), so of
+//! two replicas claiming at once one wins; it is released, after it stopped and
+//! confirmed, by freeing the key with the owner's own revision. A replica runs a bot
+//! only while the key holds the revision it wrote, and only while its lease lives;
+//! after a lapse it rewrites each claim with its revision before polling again, so a
+//! bot taken over meanwhile stays taken.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
-pub(super) struct Coordinator {
-    members: kv::Store,
-    owners: kv::Store,
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{plan, View};
+use super::store::{Change, Store};
+use super::{Bots, Ownership, OwnershipLog};
+use crate::config::ClusterConfig;
+use crate::lease::Lease;
+use crate::metrics::Metrics;
+use crate::supervisor::Supervisor;
+
+mod view;
+
+use view::ClusterView;
+
+/// How often the loop looks at the cluster between changes.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Shared ownership over a store.
+pub struct SharedOwnership<S: Store> {
+    store: S,
+    config: ClusterConfig,
+    lease: Lease,
+    log: OwnershipLog,
+}
+
+impl<S: Store> SharedOwnership<S> {
+    pub fn new(store: S, config: &ClusterConfig, lease: Lease, metrics: Arc<Metrics>) -> Self {
+        SharedOwnership {
+            store,
+            config: config.clone(),
+            lease,
+            log: OwnershipLog {
+                metrics,
+                instance: config.instance.clone(),
+            },
+        }
+    }
+}
+
+impl<S: Store> Ownership for SharedOwnership<S> {
+    fn run(
+        self: Box<Self>,
+        bots: Bots,
+        supervisor: Supervisor,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let changes = self.store.changes();
+            let mut coordinator = Coordinator {
+                store: self.store,
+                config: self.config,
+                lease: self.lease,
+                log: self.log,
+                bots,
+                supervisor,
+                view: ClusterView::default(),
+                mine: BTreeMap::new(),
+                lapsed: false,
+            };
+            coordinator.run(changes, shutdown).await;
+        })
+    }
+}
+
+struct Coordinator<S: Store> {
+    store: S,
     config: ClusterConfig,
     lease: Lease,
     log: OwnershipLog,
     bots: Bots,
     supervisor: Supervisor,
     view: ClusterView,
-    /// Bot → the revision of the owners key this replica wrote: what it owns.
+    /// Bot → the revision of the owner key this replica wrote: what it owns.
     mine: BTreeMap<String, u64>,
     /// The lease lapsed since the claims in `mine` were last written.
     lapsed: bool,
 }
 
-impl Coordinator {
-    pub(super) fn new(nats: NatsOwnership, bots: Bots, supervisor: Supervisor) -> Self {
-        Coordinator {
-            members: nats.members,
-            owners: nats.owners,
-            config: nats.config,
-            lease: nats.lease,
-            log: nats.log,
-            bots,
-            supervisor,
-            view: ClusterView::default(),
-            mine: BTreeMap::new(),
-            lapsed: false,
-        }
-    }
-
+impl<S: Store> Coordinator<S> {
     fn me(&self) -> &str {
         &self.config.instance
     }
 
-    pub(super) async fn run(&mut self, shutdown: CancellationToken) {
-        let mut heartbeats = watch(&self.members).await;
-        let mut keys = watch(&self.owners).await;
+    async fn run(
+        &mut self,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(TICK);
         let mut next_renewal = Instant::now();
         // Heartbeats of replicas starting now have a moment to arrive before the first
@@ -48,11 +114,8 @@ impl Coordinator {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(entry) = next(&mut heartbeats) => self.view.on_member(entry),
-                Some(entry) = next(&mut keys) => self.on_owner(entry).await,
+                Some(change) = changes.recv() => self.on_change(change).await,
                 _ = tick.tick() => {
-                    if heartbeats.is_none() { heartbeats = watch(&self.members).await; }
-                    if keys.is_none() { keys = watch(&self.owners).await; }
                     // A lapse is handled before any renewal: a replica woken from a
                     // freeze stops its bots first, then learns whether they are still its.
                     if !self.lease.is_valid() {
@@ -75,10 +138,9 @@ impl Coordinator {
     /// Puts the heartbeat; a stored one extends the lease from when it was sent.
     async fn renew(&mut self) {
         let sent = Instant::now();
-        let me = self.me().to_owned();
-        let put = self.members.put(me.as_str(), value(&me));
+        let put = self.store.heartbeat(&self.config.instance);
         match tokio::time::timeout(self.config.renew_every(), put).await {
-            Ok(Ok(_)) => self.lease.set_deadline(sent + self.config.owner_grace()),
+            Ok(Ok(())) => self.lease.set_deadline(sent + self.config.owner_grace()),
             Ok(Err(e)) => tracing::warn!(error = %e, "renewing the cluster lease failed"),
             Err(_) => tracing::warn!("renewing the cluster lease timed out"),
         }
@@ -98,10 +160,12 @@ impl Coordinator {
         }
     }
 
-    async fn on_owner(&mut self, entry: kv::Entry) {
-        let bot = entry.key.clone();
-        let revision = entry.revision;
-        self.view.on_owner(entry);
+    async fn on_change(&mut self, change: Change) {
+        let (bot, revision) = match &change {
+            Change::Owner { bot, revision, .. } => (bot.clone(), *revision),
+            Change::Member { .. } => return self.view.apply(change),
+        };
+        self.view.apply(change);
         let Some(written) = self.mine.get(&bot).copied() else {
             return;
         };
@@ -151,7 +215,7 @@ impl Coordinator {
     async fn reconfirm(&mut self) {
         let me = self.me().to_owned();
         for (bot, revision) in std::mem::take(&mut self.mine) {
-            match self.owners.update(bot.as_str(), value(&me), revision).await {
+            match self.store.write_owner(&bot, Some(&me), revision).await {
                 Ok(new) => {
                     self.mine.insert(bot, new);
                 }
@@ -174,7 +238,7 @@ impl Coordinator {
             .map(|(bot, k)| (bot.clone(), k.revision))
             .collect();
         for (bot, revision) in stale {
-            if let Ok(new) = self.owners.update(bot.as_str(), value(&me), revision).await {
+            if let Ok(new) = self.store.write_owner(&bot, Some(&me), revision).await {
                 self.mine.insert(bot.clone(), new);
                 self.log.acquired(&bot, None, None);
             }
@@ -184,7 +248,7 @@ impl Coordinator {
     async fn claim(&mut self, bot: &str, members: &BTreeSet<String>) {
         let me = self.me().to_owned();
         let revision = self.view.revision(bot);
-        let new = match self.owners.update(bot, value(&me), revision).await {
+        let new = match self.store.write_owner(bot, Some(&me), revision).await {
             Ok(new) => new,
             Err(e) => {
                 // Usually another replica was faster; the next round sees its claim.
@@ -198,7 +262,7 @@ impl Coordinator {
         // it was released.
         let unowned = match dead_owner {
             Some(owner) => self.view.heartbeats.get(owner).map(|seen| seen.elapsed()),
-            None => self.view.free_since.get(bot).map(|(at, _)| at.elapsed()),
+            None => self.view.free_since.get(bot).map(|at| at.elapsed()),
         };
         self.view.free_since.remove(bot);
         self.mine.insert(bot.to_owned(), new);
@@ -210,11 +274,7 @@ impl Coordinator {
     async fn release(&self, bot: &str) {
         self.supervisor.stop(bot).await;
         if let Some(revision) = self.mine.get(bot) {
-            if let Err(e) = self
-                .owners
-                .delete_expect_revision(bot, Some(*revision))
-                .await
-            {
+            if let Err(e) = self.store.write_owner(bot, None, *revision).await {
                 tracing::warn!(%bot, error = %e, "freeing a released bot's key failed; it moves once this replica's heartbeat is seen to stop");
             }
         }
@@ -248,12 +308,9 @@ impl Coordinator {
     async fn leave(&mut self) {
         self.supervisor.drained().await;
         for (bot, revision) in std::mem::take(&mut self.mine) {
-            let _ = self
-                .owners
-                .delete_expect_revision(bot.as_str(), Some(revision))
-                .await;
+            let _ = self.store.write_owner(&bot, None, revision).await;
         }
-        let _ = self.members.delete(self.me()).await;
+        self.store.leave(&self.config.instance).await;
         tracing::info!(instance = %self.me(), "left the cluster");
     }
 }
