@@ -25,6 +25,7 @@ use crate::supervisor::Supervisor;
 use coordinator::SharedOwnership;
 
 pub mod coordinator;
+pub mod kafka;
 pub mod nats;
 pub mod plan;
 pub mod store;
@@ -61,8 +62,11 @@ pub async fn connect(
                 store, config, lease, metrics,
             )))
         }
-        (None, Some(_)) => {
-            anyhow::bail!("cluster.mode = \"shared\" with Kafka is not available yet")
+        (None, Some(client)) => {
+            let store = kafka::KafkaStore::connect(client, config).await?;
+            Ok(Box::new(SharedOwnership::new(
+                store, config, lease, metrics,
+            )))
         }
         (None, None) => anyhow::bail!("cluster.mode = \"shared\" needs a broker (nats or kafka)"),
     }

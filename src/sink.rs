@@ -93,7 +93,9 @@ pub async fn connect(
             }
         }
         SinkKind::Kafka => Connected {
-            sink: Arc::new(kafka::KafkaSink::connect(&config.kafka, config.envelope, routes).await?),
+            sink: Arc::new(
+                kafka::KafkaSink::connect(&config.kafka, config.envelope, routes).await?,
+            ),
             nats: None,
             kafka: Some(config.kafka.connection_config()),
         },

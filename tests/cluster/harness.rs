@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 
 use super::support::corpus::Corpus;
 use super::support::fake_bot_api::FakeBotApi;
+use super::support::kafka as ksupport;
 use super::support::nats::{self as jsupport, read_all, unique};
-use super::support::process::{scrape, RelayProcess};
+pub use super::support::private_broker::BrokerKind;
+use super::support::process::{scrape, scrape_sum, RelayProcess};
 use super::support::relay::{free_port, token};
 
 /// A short lease, so that a failover takes seconds in a test.
 pub const LEASE: Duration = Duration::from_secs(3);
+/// Kafka's heartbeats are produced records, slower on a loaded test machine.
+pub const KAFKA_LEASE: Duration = Duration::from_secs(6);
 pub const POLL: Duration = Duration::from_secs(2);
 
 pub struct Replica {
@@ -23,6 +27,7 @@ pub struct Replica {
 }
 
 pub struct Cluster {
+    pub broker: BrokerKind,
     pub api: Arc<FakeBotApi>,
     /// Bot name → token.
     pub bots: BTreeMap<String, String>,
@@ -37,7 +42,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub async fn new(bots: usize, first_bot_id: u64) -> Cluster {
+    pub async fn new(broker: BrokerKind, bots: usize, first_bot_id: u64) -> Cluster {
         let api = Arc::new(FakeBotApi::start().await);
         let bots: BTreeMap<String, String> = (0..bots as u64)
             .map(|i| (format!("bot{i:02}"), token(first_bot_id + i)))
@@ -47,8 +52,11 @@ impl Cluster {
         }
         let stream = unique("CLUSTER");
         let prefix = unique("cluster");
-        jsupport::create_stream(&jsupport::jetstream().await, &stream, &prefix, 1 << 20).await;
+        if broker == BrokerKind::Nats {
+            jsupport::create_stream(&jsupport::jetstream().await, &stream, &prefix, 1 << 20).await;
+        }
         Cluster {
+            broker,
             api,
             fed: Arc::new(std::sync::Mutex::new(
                 bots.keys().map(|b| (b.clone(), 0)).collect(),
@@ -68,9 +76,19 @@ impl Cluster {
             "drain_timeout = \"10s\"\n[admin]\nlisten = \"{admin}\"\n\
              [cluster]\nmode = \"{mode}\"\ninstance = \"{instance}\"\nname = \"{}\"\nlease_ttl = \"{}s\"\n",
             self.name,
-            LEASE.as_secs()
+            self.lease().as_secs()
         );
-        toml.push_str(&jsupport::sink_toml(&self.stream, &self.prefix, ""));
+        toml.push_str(&match self.broker {
+            BrokerKind::Nats => jsupport::sink_toml(&self.stream, &self.prefix, ""),
+            // One topic for every bot and kind: reading hundreds back from tansu is slow.
+            BrokerKind::Kafka => format!(
+                "[sink]\nkind = \"kafka\"\n[sink.kafka]\nbrokers = \"{}\"\ntopic = \"{p}.all\"\n\
+                 dead_letter_topic = \"{p}.dead\"\ncreate_topics = true\npartitions = 3\n\
+                 replication_factor = 1\n",
+                ksupport::brokers(),
+                p = self.prefix
+            ),
+        });
         for (name, token) in &self.bots {
             toml.push_str(&format!(
                 "[bots.{name}]\ntoken = \"{token}\"\napi_url = \"{}\"\npoll_timeout = \"{}s\"\n",
@@ -79,6 +97,14 @@ impl Cluster {
             ));
         }
         toml
+    }
+
+    /// The lease the replicas run with.
+    pub fn lease(&self) -> Duration {
+        match self.broker {
+            BrokerKind::Nats => LEASE,
+            BrokerKind::Kafka => KAFKA_LEASE,
+        }
     }
 
     /// Starts replica `i` (again, if it ran before) under the name `r<i>`.
@@ -197,6 +223,7 @@ impl Cluster {
                     self.api.confirmed(token).len(),
                     fed[name]
                 );
+                self.print_logs();
                 return false;
             }
         }
@@ -205,11 +232,22 @@ impl Cluster {
 
     /// Every fed update that is missing from the broker, as `<bot>:<update_id>`.
     pub async fn missing_from_broker(&self) -> Vec<String> {
-        let stored = read_all(&jsupport::jetstream().await, &self.stream).await;
-        let ids: BTreeSet<String> = stored
-            .iter()
-            .filter_map(|m| m.headers.get("ce-id").cloned())
-            .collect();
+        let ids: BTreeSet<String> = match self.broker {
+            BrokerKind::Nats => read_all(&jsupport::jetstream().await, &self.stream)
+                .await
+                .iter()
+                .filter_map(|m| m.headers.get("ce-id").cloned())
+                .collect(),
+            BrokerKind::Kafka => {
+                let prefix = self.prefix.clone();
+                tokio::task::spawn_blocking(move || ksupport::read_prefix(&prefix))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter_map(|r| r.headers.get("ce_id").cloned())
+                    .collect()
+            }
+        };
         let fed = self.fed.lock().unwrap().clone();
         let mut missing = Vec::new();
         for (name, token) in &self.bots {
@@ -221,6 +259,24 @@ impl Cluster {
             }
         }
         missing
+    }
+
+    /// 409 Conflicts the running replicas received from getUpdates so far. (The fake
+    /// also answers 409 to a long poll a replica gave up on when it stopped a bot, a
+    /// reply nobody reads; those are not conflicts between pollers.)
+    pub async fn conflicts_seen(&self, except: &[usize]) -> f64 {
+        let mut sum = 0.0;
+        for (_, replica) in self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !except.contains(i))
+            .filter_map(|(i, r)| Some((i, r.as_ref()?)))
+        {
+            let labels = ["code=\"409\"", "method=\"getUpdates\""];
+            sum += scrape_sum(&replica.admin, "tgrelay_telegram_errors_total", &labels).await;
+        }
+        sum
     }
 
     /// getUpdates calls answered 409 that arrived after `since`, over every bot.

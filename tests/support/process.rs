@@ -121,11 +121,36 @@ impl Drop for RelayProcess {
 
 /// One sample of the Prometheus text a relay serves on `admin` (0 when absent or down).
 pub async fn scrape(admin: &str, sample: &str) -> f64 {
-    let Ok(response) = reqwest::get(format!("http://{admin}/metrics")).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
+    let text = metrics_text(admin).await;
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The sum of every sample of the Prometheus text a relay serves on `admin` whose line
+/// starts with `metric{` and holds each of `labels` (0 when down).
+pub async fn scrape_sum(admin: &str, metric: &str, labels: &[&str]) -> f64 {
+    let text = metrics_text(admin).await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The exposition a relay serves on `admin`; empty when it does not answer within 2 s
+/// (a stopped process accepts the connection and never answers).
+async fn metrics_text(admin: &str) -> String {
+    let get = async {
+        reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), get)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
