@@ -8,6 +8,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+#[cfg(target_os = "linux")]
+mod process;
+
 pub struct Metrics {
     registry: Registry,
     /// Updates read from Telegram, by bot and kind.
@@ -165,9 +168,7 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
         m.registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
+            .register(Box::new(process::ProcessCollector::new()))
             .expect("process metrics register once");
         m
     }
