@@ -1,18 +1,23 @@
-//! The metrics as an operator reads them: `process_cpu_seconds_total` finer than a second.
+//! The metrics as an operator reads them: the Bot API calls a bot makes at start counted
+//! like the others, and `process_cpu_seconds_total` finer than a second.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use figment::providers::{Format, Toml};
 use figment::Figment;
 
-use support::fake_bot_api::FakeBotApi;
-use support::relay::{free_port, token, RunningRelay};
+use support::corpus::Corpus;
+use support::fake_bot_api::{FakeBotApi, Fault};
+use support::relay::{eventually, free_port, token, RunningRelay};
 use tgrelay::config::Config;
 use tgrelay::sink::memory::MemorySink;
+
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A polling bot `main` and a webhook bot `hook` (registered at `api`), both at `api`,
 /// with the admin server on `127.0.0.1:<admin>`.
@@ -47,6 +52,102 @@ async fn scrape(admin: u16) -> String {
         .expect("the admin server answers");
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_at_start_are_counted_so_a_bot_failing_get_me_shows_its_errors() {
+    let api = FakeBotApi::start().await;
+    let (main, hook) = (token(737373), token(747474));
+    api.add_bot(&main);
+    // A webhook left from an earlier deployment: the polling bot deletes it at start.
+    api.set_webhook_url(&main, Some("https://old.example/hook"));
+    for _ in 0..3 {
+        api.inject_on(&main, "getMe", Fault::InternalError);
+    }
+    // `hook` is never added: the fake refuses its token (401), as for a revoked one.
+    let relay = RunningRelay::started(
+        config(&api, &main, &hook, free_port()),
+        Arc::new(MemorySink::new()),
+    )
+    .await;
+    let series =
+        |bot: &str, name: &str, labels: &str| format!("tgrelay_{name}{{bot=\"{bot}\",{labels}}}");
+    let get_me_500 = series(
+        "main",
+        "telegram_errors_total",
+        "code=\"500\",method=\"getMe\"",
+    );
+    assert!(
+        eventually(30, || relay.metric(&get_me_500) == 3.0).await,
+        "{}",
+        relay.metrics.render()
+    );
+    let deleted = series(
+        "main",
+        "telegram_requests_total",
+        "method=\"deleteWebhook\",outcome=\"ok\"",
+    );
+    assert!(
+        eventually(30, || relay.metric(&deleted) == 1.0).await,
+        "{}",
+        relay.metrics.render()
+    );
+    let refused = series(
+        "hook",
+        "telegram_errors_total",
+        "code=\"401\",method=\"getWebhookInfo\"",
+    );
+    assert!(
+        eventually(30, || relay.metric(&refused) == 1.0).await,
+        "{}",
+        relay.metrics.render()
+    );
+    api.push_updates(&main, Corpus::load().mixed(1, 3, 31));
+    assert!(api.wait_for_confirmed(&main, 3, WAIT).await);
+
+    let checks = [
+        (
+            "main",
+            "telegram_requests_total",
+            "method=\"getMe\",outcome=\"error\"",
+            3.0,
+        ),
+        (
+            "main",
+            "telegram_requests_total",
+            "method=\"getMe\",outcome=\"ok\"",
+            1.0,
+        ),
+        (
+            "main",
+            "telegram_requests_total",
+            "method=\"getWebhookInfo\",outcome=\"ok\"",
+            1.0,
+        ),
+        // The refused token ended the bot at its first call: setWebhook never came.
+        (
+            "hook",
+            "telegram_requests_total",
+            "method=\"getWebhookInfo\",outcome=\"error\"",
+            1.0,
+        ),
+        (
+            "hook",
+            "telegram_errors_total",
+            "code=\"401\",method=\"setWebhook\"",
+            0.0,
+        ),
+    ];
+    for (bot, name, labels, expected) in checks {
+        let sample = series(bot, name, labels);
+        assert_eq!(
+            relay.metric(&sample),
+            expected,
+            "{sample}\n{}",
+            relay.metrics.render()
+        );
+    }
+    relay.stop().await.unwrap();
 }
 
 /// This process's CPU time in clock ticks (utime + stime, fields 14 and 15 of
