@@ -2,7 +2,9 @@
 //! registry (no globals, so each test and each relay in a process counts apart).
 //!
 //! Labels stay bounded: bot (configured names), kind (Bot API field names), sink,
-//! method, code, outcome. Never a chat or user id.
+//! method, code, outcome. Never a chat or user id. `code` is an HTTP status written as
+//! its three digits, so a class is one regex away (`code=~"5.."`); a Bot API call that
+//! got no answer at all counts as `transport`, which no such regex matches.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -29,7 +31,7 @@ pub struct Metrics {
     pub telegram_requests: IntCounterVec,
     /// Bot API call duration, by bot and method.
     pub telegram_request_seconds: HistogramVec,
-    /// Bot API errors, by bot, method and code (`409`, `429`, `http_502`, `transport`...).
+    /// Bot API errors, by bot, method and code (`409`, `429`, `502`, `transport`...).
     pub telegram_errors: IntCounterVec,
     /// Seconds spent waiting on Telegram's `retry_after`, by bot.
     pub retry_after_seconds: IntCounterVec,
@@ -37,7 +39,7 @@ pub struct Metrics {
     pub malformed_updates: IntCounterVec,
     /// 1 while a bot's source is healthy (recent successful poll, or a registered webhook), by bot.
     pub source_up: IntGaugeVec,
-    /// Webhook requests answered, by bot and HTTP status.
+    /// Webhook requests answered, by bot and code (the HTTP status).
     pub webhook_requests: IntCounterVec,
     /// Updates re-sent by Telegram after being acked, answered without publishing, by bot.
     pub duplicates_suppressed: IntCounterVec,
@@ -130,8 +132,8 @@ impl Metrics {
             webhook_requests: counter(
                 &registry,
                 "webhook_requests_total",
-                "Webhook requests answered, by HTTP status.",
-                &["bot", "status"],
+                "Webhook requests answered, by HTTP status code.",
+                &["bot", "code"],
             ),
             duplicates_suppressed: counter(
                 &registry,

@@ -75,7 +75,7 @@ impl Harness {
 
     fn requests(&self, status: u16) -> f64 {
         self.relay.metric(&format!(
-            "tgrelay_webhook_requests_total{{bot=\"main\",status=\"{status}\"}}"
+            "tgrelay_webhook_requests_total{{bot=\"main\",code=\"{status}\"}}"
         ))
     }
 }
