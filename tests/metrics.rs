@@ -1,5 +1,6 @@
-//! The metrics as an operator reads them: the Bot API calls a bot makes at start counted
-//! like the others, and `process_cpu_seconds_total` finer than a second.
+//! The metrics as an operator reads them from the first scrape: every alerting counter of
+//! every bot present at 0 before anything happened, the Bot API calls a bot makes at
+//! start counted like the others, and `process_cpu_seconds_total` finer than a second.
 
 mod support;
 
@@ -52,6 +53,59 @@ async fn scrape(admin: u16) -> String {
         .expect("the admin server answers");
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alerting_counter_of_every_bot_is_at_zero_before_any_update() {
+    let api = FakeBotApi::start().await;
+    let (main, hook) = (token(717171), token(727272));
+    api.add_bot(&main);
+    api.add_bot(&hook);
+    let admin = free_port();
+    let sink = Arc::new(MemorySink::new());
+    let relay = RunningRelay::started(config(&api, &main, &hook, admin), sink).await;
+    // The first scrape: the bots may have made their first calls, which succeed.
+    let text = scrape(admin).await;
+    relay.stop().await.unwrap();
+    let samples = samples(&text);
+    let zero = |series: String| {
+        assert_eq!(samples.get(&series), Some(&0.0), "{series} in:\n{text}");
+    };
+
+    let polling = ["getMe", "getWebhookInfo", "deleteWebhook", "getUpdates"];
+    let webhook = ["getWebhookInfo", "setWebhook"];
+    for (bot, methods) in [("main", &polling[..]), ("hook", &webhook[..])] {
+        for method in methods {
+            for code in ["401", "409", "429", "transport"] {
+                zero(format!(
+                    "tgrelay_telegram_errors_total{{bot=\"{bot}\",code=\"{code}\",method=\"{method}\"}}"
+                ));
+            }
+            zero(format!(
+                "tgrelay_telegram_requests_total{{bot=\"{bot}\",method=\"{method}\",outcome=\"error\"}}"
+            ));
+        }
+        for class in ["transient", "fatal"] {
+            zero(format!(
+                "tgrelay_publish_failures_total{{bot=\"{bot}\",class=\"{class}\",sink=\"memory\"}}"
+            ));
+        }
+        zero(format!(
+            "tgrelay_telegram_retry_after_seconds_total{{bot=\"{bot}\"}}"
+        ));
+        zero(format!("tgrelay_malformed_updates_total{{bot=\"{bot}\"}}"));
+    }
+    for code in ["200", "400", "401", "403", "413", "503"] {
+        zero(format!(
+            "tgrelay_webhook_requests_total{{bot=\"hook\",code=\"{code}\"}}"
+        ));
+    }
+    zero("tgrelay_duplicates_suppressed_total{bot=\"hook\"}".to_owned());
+    // A polling bot answers no webhook requests: it has no such series.
+    assert!(
+        !text.contains("tgrelay_webhook_requests_total{bot=\"main\""),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
