@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::route::RouteTemplate;
-use crate::secret::Secret;
+use crate::secret::{self, Secret};
 
 /// `[sink.nats]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,11 +33,19 @@ pub struct NatsSinkConfig {
     pub publish_timeout: Duration,
     /// Publishes awaiting a PubAck at once; more wait (back-pressure).
     pub max_in_flight: usize,
-    /// NATS credentials file (JWT + nkey seed).
+    /// NATS credentials file (`.creds`: a user JWT and its NKey seed), for servers in
+    /// decentralized (operator) mode.
     pub credentials_file: Option<PathBuf>,
+    /// User name, with `password` (or `password_file`).
     pub user: Option<String>,
+    /// Password of `user`.
     pub password: Option<Secret>,
+    /// A file holding the password (a mounted Kubernetes Secret); instead of `password`.
+    pub password_file: Option<PathBuf>,
+    /// Authentication token.
     pub token: Option<Secret>,
+    /// A file holding the token; instead of `token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for NatsSinkConfig {
@@ -55,15 +63,38 @@ impl Default for NatsSinkConfig {
             credentials_file: None,
             user: None,
             password: None,
+            password_file: None,
             token: None,
+            token_file: None,
         }
     }
 }
 
 impl NatsSinkConfig {
     /// Every problem of these settings, each naming its key and environment variable.
-    pub fn validate(&self) -> Vec<String> {
+    /// Reads `password_file` and `token_file` into `password` and `token`.
+    pub fn validate(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
+        let err = |key: &str, what: &str| {
+            format!(
+                "sink.nats.{key} (TGRELAY_SINK__NATS__{}): {what}",
+                key.to_uppercase()
+            )
+        };
+        for (key, secret, file) in [
+            ("password_file", &mut self.password, &self.password_file),
+            ("token_file", &mut self.token, &self.token_file),
+        ] {
+            if let Err(e) = secret::resolve_file(secret, file.as_deref()) {
+                errors.push(err(key, &e));
+            }
+        }
+        if self.password.is_some() != self.user.is_some() {
+            errors.push(err(
+                "user",
+                "user and password (or password_file) go together",
+            ));
+        }
         for (field, template) in [
             ("subject", &self.subject),
             ("dead_letter_subject", &self.dead_letter_subject),
@@ -85,5 +116,32 @@ impl NatsSinkConfig {
             errors.push("sink.nats.publish_timeout: must be above zero".into());
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_needs_a_user_and_a_file_fills_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        let mut config = NatsSinkConfig {
+            password_file: Some(path),
+            ..Default::default()
+        };
+        let errors = config.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("go together"), "{errors:?}");
+
+        config.user = Some("relay".into());
+        config.password = None;
+        assert!(config.validate().is_empty());
+        assert_eq!(
+            config.password.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
     }
 }
