@@ -17,6 +17,7 @@ use crate::envelope::UpdateKind;
 use crate::secret::Secret;
 use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
+use crate::telegram::TelegramConfig;
 
 mod validate;
 
@@ -33,6 +34,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The listener webhook bots share.
     pub webhook: WebhookServerConfig,
+    /// The Bot API client every bot shares: the CAs it trusts.
+    pub telegram: TelegramConfig,
     /// On shutdown, how long in-flight publishes may take before the relay exits anyway
     /// (whatever is not confirmed by then is fetched again next time: duplicates, no loss).
     #[serde(with = "humantime_serde")]
@@ -49,6 +52,7 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             webhook: WebhookServerConfig::default(),
+            telegram: TelegramConfig::default(),
             drain_timeout: Duration::from_secs(20),
             worker_threads: 0,
         }
@@ -217,6 +221,7 @@ impl Config {
         extract!(log, "log");
         extract!(admin, "admin");
         extract!(webhook, "webhook");
+        extract!(telegram, "telegram");
         extract!(worker_threads, "worker_threads");
         match figment.extract_inner::<String>("drain_timeout") {
             Ok(text) => match humantime::parse_duration(&text) {
@@ -249,6 +254,7 @@ impl Config {
             "log",
             "admin",
             "webhook",
+            "telegram",
             "drain_timeout",
             "worker_threads",
         ];

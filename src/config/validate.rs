@@ -33,6 +33,7 @@ pub(super) fn validate(config: &mut Config) -> Vec<String> {
         validate_bot(name, bot, &mut errors);
     }
     errors.extend(config.sink.validate());
+    errors.extend(config.telegram.validate());
     validate_webhook_server(config, &mut errors);
     if config.worker_threads > MAX_WORKER_THREADS {
         errors.push(format!(
