@@ -1,7 +1,8 @@
 //! Enterprise networks: a Bot API behind a private CA (a TLS-inspecting egress proxy, or a
-//! local Bot API server behind a TLS front), and Bot API calls through `HTTPS_PROXY` except
-//! for `NO_PROXY` hosts. Certificates come from openssl; the proxy and the TLS front are
-//! the test's own.
+//! local Bot API server behind a TLS front), Bot API calls through `HTTPS_PROXY` except
+//! for `NO_PROXY` hosts, and a NATS server that requires TLS with client certificates.
+//! Certificates come from openssl, the proxy and the TLS front are the test's own, the
+//! NATS server is a nats-server of the test's own.
 
 mod support;
 
@@ -15,9 +16,12 @@ use figment::Figment;
 
 use support::corpus::Corpus;
 use support::fake_bot_api::FakeBotApi;
+use support::nats::{read_all, unique};
+use support::private_broker::{BrokerKind, PrivateBroker};
 use support::proxy::ConnectProxy;
-use support::relay::{eventually, token, RunningRelay};
+use support::relay::{eventually, relay_until_confirmed, token, RunningRelay};
 use support::tls::{https_front, Pki};
+use tgrelay::app::Relay;
 use tgrelay::config::Config;
 use tgrelay::sink::memory::MemorySink;
 
@@ -149,4 +153,90 @@ async fn bot_api_calls_go_through_https_proxy_unless_no_proxy_names_the_host() {
     relay.wait().unwrap();
     assert!(direct, "relayed without the proxy");
     assert_eq!(proxy.tunnels().len(), tunnels.len(), "no_proxy bypasses it");
+}
+
+/// nats-server arguments: TLS with `pki`'s server certificate, verifying clients.
+fn mutual_tls_args(pki: &Pki) -> Vec<String> {
+    let p = |p: &Path| p.display().to_string();
+    vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        p(&pki.server_cert),
+        "--tlskey".into(),
+        p(&pki.server_key),
+        "--tlscacert".into(),
+        p(&pki.ca),
+        "--tlsverify".into(),
+    ]
+}
+
+fn nats_tls_toml(broker: &PrivateBroker, stream: &str, prefix: &str, tls: &str) -> String {
+    format!(
+        "[sink]\nkind = \"nats\"\n[sink.nats]\nurl = \"{}\"\nstream = \"{stream}\"\n\
+         stream_subjects = [\"{prefix}.>\"]\nsubject = \"{prefix}.{{bot}}.{{kind}}\"\n{tls}\n",
+        broker.address()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_with_mutual_tls_takes_updates_from_a_client_certificate_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let args = mutual_tls_args(&pki);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = PrivateBroker::start_with(BrokerKind::Nats, &args);
+    let (stream, prefix) = (unique("TGRELAY_MTLS"), unique("mtls"));
+    let mutual = format!(
+        "tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+
+    let api = FakeBotApi::start().await;
+    let token = token(939393);
+    api.add_bot(&token);
+    api.push_updates(&token, Corpus::load().mixed(1, 7, 44));
+    relay_until_confirmed(
+        &api,
+        &token,
+        &nats_tls_toml(&broker, &stream, &prefix, &mutual),
+        7,
+    )
+    .await;
+    let consumer = async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca.clone())
+        .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
+        .require_tls(true)
+        .connect(broker.address())
+        .await
+        .expect("the consumer connects with its certificate");
+    let stored = read_all(&async_nats::jetstream::new(consumer), &stream).await;
+    assert_eq!(stored.len(), 7);
+
+    // The CA alone: the server asks for a client certificate and gets none. A client
+    // certificate without the CA: the server's certificate is not trusted.
+    let refusal = |tls: String| {
+        let toml =
+            bot_toml(&token, &api.base_url(), "") + &nats_tls_toml(&broker, &stream, &prefix, &tls);
+        async move {
+            match Relay::from_config(config(&toml)).await {
+                Ok(_) => panic!("connected with only {tls}"),
+                Err(e) => format!("{e:#}"),
+            }
+        }
+    };
+    let ca_only = format!("tls_ca_file = \"{}\"\n", pki.ca.display());
+    let error = refusal(ca_only).await;
+    assert!(
+        error.contains("connecting to NATS") && error.contains("set sink.nats.tls_cert_file"),
+        "{error}"
+    );
+    let no_ca = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let error = refusal(no_ca).await;
+    assert!(error.contains("set sink.nats.tls_ca_file"), "{error}");
 }

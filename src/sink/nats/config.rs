@@ -1,8 +1,10 @@
 //! `[sink.nats]`: the NATS server, subjects, stream and credentials.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use crate::route::RouteTemplate;
@@ -46,6 +48,17 @@ pub struct NatsSinkConfig {
     pub token: Option<Secret>,
     /// A file holding the token; instead of `token`.
     pub token_file: Option<PathBuf>,
+    /// PEM file of the CA certificates that sign the server's certificate (a private
+    /// CA); it replaces the system's roots for NATS. Implies `tls_required`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (and its chain) for servers that verify clients (mutual
+    /// TLS), with `tls_key_file`. Implies `tls_required`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (a mounted Kubernetes Secret).
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to talk to the server without TLS. A `tls://` URL, the files above, and a
+    /// server that requires TLS all mean TLS too.
+    pub tls_required: bool,
 }
 
 impl Default for NatsSinkConfig {
@@ -66,6 +79,10 @@ impl Default for NatsSinkConfig {
             password_file: None,
             token: None,
             token_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
         }
     }
 }
@@ -95,6 +112,7 @@ impl NatsSinkConfig {
                 "user and password (or password_file) go together",
             ));
         }
+        errors.extend(self.tls_problems().into_iter().map(|(k, e)| err(k, &e)));
         for (field, template) in [
             ("subject", &self.subject),
             ("dead_letter_subject", &self.dead_letter_subject),
@@ -117,6 +135,48 @@ impl NatsSinkConfig {
         }
         errors
     }
+
+    /// Whether the connection must be TLS (the server may require it on its own, too).
+    pub fn requires_tls(&self) -> bool {
+        self.tls_required || self.tls_ca_file.is_some() || self.tls_cert_file.is_some()
+    }
+
+    /// TLS files that go unpaired, or cannot be read, or hold no certificate or key.
+    fn tls_problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push((
+                "tls_key_file",
+                "tls_cert_file and tls_key_file go together".into(),
+            ));
+        }
+        for (key, file) in [
+            ("tls_ca_file", &self.tls_ca_file),
+            ("tls_cert_file", &self.tls_cert_file),
+        ] {
+            if let Some(Err(e)) = file.as_deref().map(read_certificates) {
+                problems.push((key, e));
+            }
+        }
+        if let Some(path) = &self.tls_key_file {
+            if let Err(e) = PrivateKeyDer::from_pem_file(path) {
+                let e = format!("{}: no PEM private key ({e})", path.display());
+                problems.push(("tls_key_file", e));
+            }
+        }
+        problems
+    }
+}
+
+/// Checks a file holds PEM certificates: at least one, each readable.
+fn read_certificates(path: &Path) -> Result<(), String> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: no PEM certificates ({e})", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -143,5 +203,26 @@ mod tests {
             config.password.as_ref().map(Secret::expose),
             Some("hunter2")
         );
+    }
+
+    #[test]
+    fn tls_files_must_hold_what_they_name_and_pair_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let mut config = NatsSinkConfig {
+            tls_ca_file: Some(not_pem.clone()),
+            tls_cert_file: Some(dir.path().join("missing.pem")),
+            ..Default::default()
+        };
+        assert!(config.requires_tls());
+        let errors = config.validate();
+        let named = |key: &str| errors.iter().filter(|e| e.starts_with(key)).count();
+        assert_eq!(named("sink.nats.tls_ca_file"), 1, "{errors:?}");
+        assert_eq!(named("sink.nats.tls_cert_file"), 1, "{errors:?}");
+        assert_eq!(named("sink.nats.tls_key_file"), 1, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("go together")));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(!NatsSinkConfig::default().requires_tls());
     }
 }
