@@ -101,7 +101,7 @@ impl Relay {
             tokio::spawn(crate::admin::serve(listener, admin, shutdown.clone()));
         }
         let deps = BotDeps {
-            http: BotApi::http_client(),
+            http: BotApi::http_client_with(&self.config.telegram)?,
             sink: Arc::clone(&self.sink),
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),

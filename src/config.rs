@@ -17,6 +17,7 @@ use crate::envelope::UpdateKind;
 use crate::secret::Secret;
 use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
+use crate::telegram::TelegramConfig;
 
 mod cluster;
 pub mod keys;
@@ -40,6 +41,8 @@ pub struct Config {
     pub webhook: WebhookServerConfig,
     /// One relay owning every bot, or replicas sharing them through the broker.
     pub cluster: ClusterConfig,
+    /// The Bot API client every bot shares: the CAs it trusts.
+    pub telegram: TelegramConfig,
     /// On shutdown, how long in-flight publishes may take before the relay exits anyway
     /// (whatever is not confirmed by then is fetched again next time: duplicates, no loss).
     #[serde(with = "humantime_serde")]
@@ -57,6 +60,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             webhook: WebhookServerConfig::default(),
             cluster: ClusterConfig::default(),
+            telegram: TelegramConfig::default(),
             drain_timeout: Duration::from_secs(20),
             worker_threads: 0,
         }
@@ -241,6 +245,7 @@ impl Config {
         extract!(admin, "admin");
         extract!(webhook, "webhook");
         extract!(cluster, "cluster");
+        extract!(telegram, "telegram");
         extract!(worker_threads, "worker_threads");
         match figment.extract_inner::<Humantime>("drain_timeout") {
             Ok(Humantime(d)) => config.drain_timeout = d,
@@ -272,6 +277,7 @@ impl Config {
             "admin",
             "webhook",
             "cluster",
+            "telegram",
             "drain_timeout",
             "worker_threads",
         ];

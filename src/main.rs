@@ -133,7 +133,8 @@ fn webhook(config: Config, command: WebhookCommand) -> ExitCode {
         eprintln!("no bot named {:?} in the configuration", args.bot);
         return ExitCode::from(EXIT_USAGE);
     };
-    let api = BotApi::new(BotApi::http_client(), &bot.api_url, bot.token().clone());
+    let http = BotApi::http_client_with(&config.telegram).expect("validated with the config");
+    let api = BotApi::new(http, &bot.api_url, bot.token().clone());
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match command {

@@ -2,12 +2,39 @@
 //! registry (no globals, so each test and each relay in a process counts apart).
 //!
 //! Labels stay bounded: bot (configured names), kind (Bot API field names), sink,
-//! method, code, outcome. Never a chat or user id.
+//! method, code, outcome. Never a chat or user id. `code` is an HTTP status written as
+//! its three digits, so a class is one regex away (`code=~"5.."`); a Bot API call that
+//! got no answer at all counts as `transport`, which no such regex matches.
+//!
+//! The counters an operator alerts on exist at 0 from the start for every bot
+//! ([`Metrics::register_bot`]): `increase(...) == 0` and rate panels then work on a
+//! quiet bot instead of finding no series at all.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+#[cfg(target_os = "linux")]
+mod process;
+
+/// Bot API error codes each bot's methods start with at 0: the ones the relay treats
+/// apart (a refused token, a second poller, flood control) and no answer at all.
+const ZEROED_TELEGRAM_CODES: [&str; 4] = ["401", "409", "429", "transport"];
+/// Every status the webhook listener answers a bot's POST with.
+const WEBHOOK_CODES: [&str; 6] = ["200", "400", "401", "403", "413", "503"];
+
+/// What one bot's zeroed series depend on.
+#[derive(Debug, Clone)]
+pub struct BotSeries<'a> {
+    pub name: &'a str,
+    /// The sink's name (`publish_failures_total`'s `sink` label).
+    pub sink: &'a str,
+    /// The Bot API methods this bot may call.
+    pub methods: &'a [&'a str],
+    /// Whether Telegram POSTs this bot's updates to the webhook listener.
+    pub webhook: bool,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -27,7 +54,7 @@ pub struct Metrics {
     pub telegram_requests: IntCounterVec,
     /// Bot API call duration, by bot and method.
     pub telegram_request_seconds: HistogramVec,
-    /// Bot API errors, by bot, method and code (`409`, `429`, `http_502`, `transport`...).
+    /// Bot API errors, by bot, method and code (`409`, `429`, `502`, `transport`...).
     pub telegram_errors: IntCounterVec,
     /// Seconds spent waiting on Telegram's `retry_after`, by bot.
     pub retry_after_seconds: IntCounterVec,
@@ -35,7 +62,7 @@ pub struct Metrics {
     pub malformed_updates: IntCounterVec,
     /// 1 while a bot's source is healthy (recent successful poll, or a registered webhook), by bot.
     pub source_up: IntGaugeVec,
-    /// Webhook requests answered, by bot and HTTP status.
+    /// Webhook requests answered, by bot and code (the HTTP status).
     pub webhook_requests: IntCounterVec,
     /// Updates re-sent by Telegram after being acked, answered without publishing, by bot.
     pub duplicates_suppressed: IntCounterVec,
@@ -146,8 +173,8 @@ impl Metrics {
             webhook_requests: counter(
                 &registry,
                 "webhook_requests_total",
-                "Webhook requests answered, by HTTP status.",
-                &["bot", "status"],
+                "Webhook requests answered, by HTTP status code.",
+                &["bot", "code"],
             ),
             duplicates_suppressed: counter(
                 &registry,
@@ -236,11 +263,38 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
         m.registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
+            .register(Box::new(process::ProcessCollector::new()))
             .expect("process metrics register once");
         m
+    }
+
+    /// Creates a bot's alerting counters at 0 (calling it again changes nothing). They
+    /// stay when the bot is stopped: counters only go up while the process lives, and a
+    /// series that vanished and came back would read as a reset.
+    pub fn register_bot(&self, bot: &BotSeries) {
+        let name = bot.name;
+        for method in bot.methods {
+            for outcome in ["ok", "error"] {
+                self.telegram_requests
+                    .with_label_values(&[name, method, outcome]);
+            }
+            for code in ZEROED_TELEGRAM_CODES {
+                self.telegram_errors
+                    .with_label_values(&[name, method, code]);
+            }
+        }
+        for class in ["transient", "fatal"] {
+            self.publish_failures
+                .with_label_values(&[name, bot.sink, class]);
+        }
+        self.retry_after_seconds.with_label_values(&[name]);
+        self.malformed_updates.with_label_values(&[name]);
+        if bot.webhook {
+            for code in WEBHOOK_CODES {
+                self.webhook_requests.with_label_values(&[name, code]);
+            }
+            self.duplicates_suppressed.with_label_values(&[name]);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -299,4 +353,34 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
         .register(Box::new(h.clone()))
         .expect("metric registers once");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registering_a_bot_again_keeps_its_counts() {
+        let m = Metrics::new();
+        let bot = BotSeries {
+            name: "main",
+            sink: "nats",
+            methods: &["getUpdates"],
+            webhook: false,
+        };
+        m.register_bot(&bot);
+        let errors = m
+            .telegram_errors
+            .with_label_values(&["main", "getUpdates", "409"]);
+        assert_eq!(errors.get(), 0);
+        errors.inc();
+        // A bot started again (after a stop, or its token refused) registers again.
+        m.register_bot(&bot);
+        assert_eq!(errors.get(), 1);
+        let text = m.render();
+        assert!(text.contains(
+            "tgrelay_publish_failures_total{bot=\"main\",class=\"fatal\",sink=\"nats\"} 0"
+        ));
+        assert!(!text.contains("tgrelay_webhook_requests_total{bot=\"main\""));
+    }
 }

@@ -103,8 +103,8 @@ pub async fn connect(
 }
 
 impl SinkConfig {
-    /// Every problem of the chosen sink's settings.
-    pub fn validate(&self) -> Vec<String> {
+    /// Every problem of the chosen sink's settings; secret files are read here.
+    pub fn validate(&mut self) -> Vec<String> {
         match self.kind {
             SinkKind::File => self.file.validate(),
             SinkKind::Nats => self.nats.validate(),

@@ -1,6 +1,7 @@
 //! Sources: where updates come from. Both modes share a [`BotContext`], whose
 //! `publish` is the one path from envelopes to a sink, with its metrics.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,8 +38,21 @@ impl BotContext {
             .set(i64::from(up));
     }
 
+    /// Makes a Bot API call and counts it, like every call a bot makes: its duration,
+    /// its outcome and its error code.
+    pub async fn observed<T>(
+        &self,
+        method: &str,
+        call: impl Future<Output = Result<T, TelegramError>>,
+    ) -> Result<T, TelegramError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.observe_call(method, started, result.as_ref().err());
+        result
+    }
+
     /// Counts a Bot API call and its error, if any.
-    pub fn observe_call(&self, method: &str, started: Instant, error: Option<&TelegramError>) {
+    fn observe_call(&self, method: &str, started: Instant, error: Option<&TelegramError>) {
         let bot = self.bot.name.as_str();
         let m = &self.metrics;
         m.telegram_request_seconds

@@ -24,7 +24,7 @@ use crate::config::{BotConfig, Mode};
 use crate::envelope::BotIdentity;
 use crate::health::Health;
 use crate::lease::Lease;
-use crate::metrics::Metrics;
+use crate::metrics::{BotSeries, Metrics};
 use crate::sink::Sink;
 use crate::source::polling::{PollingSettings, PollingSource};
 use crate::source::webhook::registration::{self, Registration};
@@ -43,8 +43,15 @@ pub struct BotDeps {
 }
 
 impl BotDeps {
-    /// The context of one bot's source.
+    /// The context of one bot's source; its alerting counters exist at 0 from here on.
     pub fn context(&self, name: &str, bot: &BotConfig) -> BotContext {
+        let webhook = bot.mode == Mode::Webhook;
+        self.metrics.register_bot(&BotSeries {
+            name,
+            sink: self.sink.name(),
+            methods: &bot_methods(bot),
+            webhook,
+        });
         BotContext {
             bot: Arc::new(BotIdentity::new(name, bot.bot_id())),
             api: BotApi::new(self.http.clone(), &bot.api_url, bot.token().clone()),
@@ -53,6 +60,16 @@ impl BotDeps {
             health: Arc::clone(&self.health),
             lease: self.lease.clone(),
         }
+    }
+}
+
+/// The Bot API methods a bot may call, as its settings say.
+fn bot_methods(bot: &BotConfig) -> Vec<&'static str> {
+    match (bot.mode, bot.delete_webhook, bot.webhook.register) {
+        (Mode::Polling, true, _) => vec!["getMe", "getWebhookInfo", "deleteWebhook", "getUpdates"],
+        (Mode::Polling, false, _) => vec!["getMe", "getUpdates"],
+        (Mode::Webhook, _, true) => vec!["getWebhookInfo", "setWebhook"],
+        (Mode::Webhook, _, false) => vec!["getWebhookInfo"],
     }
 }
 
@@ -118,7 +135,8 @@ impl Supervisor {
     }
 
     /// Stops a bot and returns once it has finished its batch and confirmed it. Its
-    /// readiness no longer counts: this replica does not run it.
+    /// readiness no longer counts: this replica does not run it. Its counters stay, as
+    /// they were, so sums over replicas and `increase()` keep reading them right.
     pub async fn stop(&self, name: &str) {
         let Some(bot) = self.inner.running.lock().unwrap().remove(name) else {
             return;

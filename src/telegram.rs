@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 mod answer;
+pub mod config;
 mod error;
 pub mod reply;
 
 use answer::Answer;
+pub use config::{ClientError, TelegramConfig};
 pub use error::{ErrorClass, TelegramError, DEFAULT_RETRY_AFTER};
 pub use reply::RawUpdate;
 
@@ -88,14 +90,25 @@ impl BotApi {
         }
     }
 
-    /// The shared HTTP client every bot uses (one connection pool per process).
+    /// The shared HTTP client every bot uses (one connection pool per process), with
+    /// the default `[telegram]` settings.
     pub fn http_client() -> reqwest::Client {
-        reqwest::Client::builder()
+        Self::http_client_with(&TelegramConfig::default()).expect("the TLS backend initialises")
+    }
+
+    /// The shared HTTP client, trusting `config`'s CAs; proxies come from the environment.
+    pub fn http_client_with(config: &TelegramConfig) -> Result<reqwest::Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(30))
+            .tls_built_in_root_certs(config.builtin_roots);
+        for certificate in config.ca_certificates()? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        builder
             .build()
-            .expect("the TLS backend initialises")
+            .map_err(|e| ClientError::Build(error_chain(&e)))
     }
 
     pub async fn get_me(&self) -> Result<BotUser, TelegramError> {
@@ -209,6 +222,17 @@ impl BotApi {
         let response = request.send().await.map_err(transport)?;
         Answer::read(response).await.map_err(transport)
     }
+}
+
+/// An error and its sources, one line (reqwest's own message says little alone).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ async fn promtool_accepts_the_metrics_after_traffic_and_faults() {
         "tgrelay_telegram_requests_total{",
         "tgrelay_telegram_request_duration_seconds_bucket{",
         "tgrelay_telegram_errors_total{bot=\"main\",code=\"429\"",
-        "tgrelay_telegram_errors_total{bot=\"main\",code=\"http_502\"",
+        "tgrelay_telegram_errors_total{bot=\"main\",code=\"502\"",
         "tgrelay_telegram_retry_after_seconds_total{",
         "tgrelay_malformed_updates_total{",
         "tgrelay_source_up{",

@@ -192,9 +192,9 @@ async fn bad_gateway_html_and_resets_are_retried_with_backoff() {
         ))
     };
     assert_eq!(
-        errors("http_502"),
+        errors("502"),
         1.0,
-        "502 with an HTML body is a clear error"
+        "502 with an HTML body counts under its status"
     );
     assert_eq!(errors("transport"), 1.0);
     assert_eq!(errors("500"), 1.0);

@@ -10,6 +10,7 @@ use figment::providers::Format;
 use support::corpus::Corpus;
 use support::fake_bot_api::FakeBotApi;
 use support::relay::{eventually, token, RunningRelay};
+use support::tls::self_signed;
 use tgrelay::config::Config;
 use tgrelay::sink::memory::MemorySink;
 
@@ -75,7 +76,7 @@ impl Harness {
 
     fn requests(&self, status: u16) -> f64 {
         self.relay.metric(&format!(
-            "tgrelay_webhook_requests_total{{bot=\"main\",status=\"{status}\"}}"
+            "tgrelay_webhook_requests_total{{bot=\"main\",code=\"{status}\"}}"
         ))
     }
 }
@@ -315,33 +316,6 @@ async fn only_telegram_networks_when_asked() {
     assert_eq!(post(Some("149.154.167.220")).await.unwrap().status(), 200);
     assert_eq!(sink.delivered().len(), 1);
     relay.stop().await.unwrap();
-}
-
-/// A self-signed certificate and key for 127.0.0.1, made with the openssl command.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl is installed");
-    assert!(status.success());
-    (cert, key)
 }
 
 #[tokio::test]

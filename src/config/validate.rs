@@ -48,6 +48,7 @@ pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
                 .into(),
         );
     }
+    errors.extend(config.telegram.validate());
     validate_webhook_server(config, &mut errors);
     if config.worker_threads > MAX_WORKER_THREADS {
         errors.push(format!(

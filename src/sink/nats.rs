@@ -9,104 +9,26 @@
 //! message (dead-letter route); no stream for the subject is a configuration fault
 //! (held, loud); everything else is transient (held, retried).
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, HeaderName, IntoHeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream, ErrorCode};
+use async_nats::ConnectOptions;
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
-use serde::{Deserialize, Serialize};
 
 use super::Sink;
 use crate::ack::Outcome;
 use crate::cloudevent::{self, Attr, Attributes, EnvelopeMode};
 use crate::envelope::{DeadLetter, Envelope};
 use crate::route::RouteTemplate;
-use crate::secret::Secret;
 
-/// `[sink.nats]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsSinkConfig {
-    /// Server URL(s), comma-separated.
-    pub url: String,
-    /// Subject template; placeholders `{bot}`, `{bot_id}`, `{kind}`.
-    pub subject: String,
-    /// Where updates the stream refuses for good go, with a `tgrelay-error` header.
-    pub dead_letter_subject: String,
-    /// The JetStream stream that must capture the subjects.
-    pub stream: String,
-    /// Subjects of the stream when the relay creates it.
-    pub stream_subjects: Vec<String>,
-    /// Create the stream at start when it is missing (file storage).
-    pub create_stream: bool,
-    /// Duplicate window of a stream the relay creates: a re-published update inside it
-    /// is dropped by the server (`Nats-Msg-Id`).
-    #[serde(with = "humantime_serde")]
-    pub duplicate_window: Duration,
-    /// How long a publish may wait for its PubAck; keep it far under Telegram's 60 s.
-    #[serde(with = "humantime_serde")]
-    pub publish_timeout: Duration,
-    /// Publishes awaiting a PubAck at once; more wait (back-pressure).
-    pub max_in_flight: usize,
-    /// NATS credentials file (JWT + nkey seed).
-    pub credentials_file: Option<PathBuf>,
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    pub token: Option<Secret>,
-}
+mod config;
 
-impl Default for NatsSinkConfig {
-    fn default() -> Self {
-        NatsSinkConfig {
-            url: "nats://127.0.0.1:4222".into(),
-            subject: "telegram.{bot}.{kind}".into(),
-            dead_letter_subject: "telegram.{bot}.deadletter".into(),
-            stream: "TELEGRAM".into(),
-            stream_subjects: vec!["telegram.>".into()],
-            create_stream: true,
-            duplicate_window: Duration::from_secs(120),
-            publish_timeout: Duration::from_secs(10),
-            max_in_flight: 1024,
-            credentials_file: None,
-            user: None,
-            password: None,
-            token: None,
-        }
-    }
-}
-
-impl NatsSinkConfig {
-    /// Every problem of these settings, each naming its key and environment variable.
-    pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        for (field, template) in [
-            ("subject", &self.subject),
-            ("dead_letter_subject", &self.dead_letter_subject),
-        ] {
-            if let Err(e) = RouteTemplate::parse(template) {
-                errors.push(format!(
-                    "sink.nats.{field} (TGRELAY_SINK__NATS__{}): {e}",
-                    field.to_uppercase()
-                ));
-            }
-        }
-        if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
-            errors.push("sink.nats.stream: a stream name without . * > or spaces".into());
-        }
-        if self.max_in_flight == 0 {
-            errors.push("sink.nats.max_in_flight: must be at least 1".into());
-        }
-        if self.publish_timeout.is_zero() {
-            errors.push("sink.nats.publish_timeout: must be above zero".into());
-        }
-        errors
-    }
-}
+pub use config::NatsSinkConfig;
 
 /// Errors that stop the sink from starting.
 #[derive(Debug, thiserror::Error)]
@@ -147,27 +69,12 @@ impl NatsSink {
         })
     }
 
-    /// A connection with the configured credentials.
+    /// A connection with the configured credentials and TLS.
     pub(crate) async fn client(
         config: &NatsSinkConfig,
     ) -> Result<async_nats::Client, NatsSinkError> {
-        let connect_error = |message: String| NatsSinkError::Connect {
-            url: config.url.clone(),
-            message,
-        };
-        let mut options = match &config.credentials_file {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|e| connect_error(format!("credentials file {}: {e}", path.display())))?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), password.expose().to_owned());
-        }
-        if let Some(token) = &config.token {
-            options = options.token(token.expose().to_owned());
-        }
-        let client = options
+        let client = connect_options(config)
+            .await?
             .name(concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
@@ -176,7 +83,10 @@ impl NatsSink {
             })
             .connect(config.url.as_str())
             .await
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(|e| NatsSinkError::Connect {
+                url: config.url.clone(),
+                message: format!("{e}{}", tls_hint(config, &e)),
+            })?;
         Ok(client)
     }
 
@@ -317,6 +227,60 @@ impl Sink for NatsSink {
         }
         .boxed()
     }
+}
+
+/// Authentication and TLS as configured.
+async fn connect_options(config: &NatsSinkConfig) -> Result<ConnectOptions, NatsSinkError> {
+    let mut options = match &config.credentials_file {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| NatsSinkError::Connect {
+                url: config.url.clone(),
+                message: format!("credentials file {}: {e}", path.display()),
+            })?,
+        None => ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options.require_tls(config.requires_tls()))
+}
+
+/// What to check when the TLS handshake failed: rustls's own words name the alert or
+/// the verification error, not the setting behind it.
+fn tls_hint(config: &NatsSinkConfig, error: &async_nats::ConnectError) -> &'static str {
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+            let io = s.downcast_ref::<std::io::Error>()?;
+            io.get_ref()?.downcast_ref::<rustls::Error>()
+        });
+        match tls {
+            Some(rustls::Error::AlertReceived(_)) if config.tls_cert_file.is_none() => {
+                return " (the server refused the TLS handshake: if it verifies clients, set \
+                    sink.nats.tls_cert_file and tls_key_file to a certificate its CA signed)";
+            }
+            Some(rustls::Error::AlertReceived(_)) => {
+                return " (the server refused the TLS handshake: is sink.nats.tls_cert_file \
+                    signed by a CA it trusts?)";
+            }
+            Some(rustls::Error::InvalidCertificate(_)) => {
+                return " (the server's certificate is not trusted: set sink.nats.tls_ca_file \
+                    to the CA that signed it)";
+            }
+            _ => source = s.source(),
+        }
+    }
+    ""
 }
 
 async fn ensure_stream(

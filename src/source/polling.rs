@@ -10,7 +10,7 @@
 //! even mid long poll, and sends nothing more: the bot may be another replica's now.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -122,13 +122,17 @@ impl PollingSource {
     /// Returns false when shutdown came first.
     async fn start(&mut self, shutdown: &CancellationToken) -> Result<bool, PollingStopped> {
         loop {
+            let (ctx, api) = (&self.ctx, &self.ctx.api);
             let started = async {
-                let me = self.ctx.api.get_me().await?;
+                let me = ctx.observed("getMe", api.get_me()).await?;
                 if self.settings.delete_webhook {
-                    let info = self.ctx.api.get_webhook_info().await?;
+                    let info = ctx
+                        .observed("getWebhookInfo", api.get_webhook_info())
+                        .await?;
                     if !info.url.is_empty() {
                         // Pending updates are kept: polling picks them up.
-                        self.ctx.api.delete_webhook(false).await?;
+                        ctx.observed("deleteWebhook", api.delete_webhook(false))
+                            .await?;
                         tracing::warn!(bot = %self.ctx.bot.name, "deleted a webhook that blocked polling");
                     }
                 }
@@ -160,10 +164,11 @@ impl PollingSource {
             timeout: self.settings.timeout_secs,
             allowed_updates: &self.settings.allowed_updates,
         };
-        let started = Instant::now();
-        let result = self.ctx.api.get_updates(&request).await;
-        self.ctx
-            .observe_call("getUpdates", started, result.as_ref().err());
+        let api = &self.ctx.api;
+        let result = self
+            .ctx
+            .observed("getUpdates", api.get_updates(&request))
+            .await;
         if result.is_ok() {
             self.on_success();
         }
@@ -335,7 +340,8 @@ impl PollingSource {
             allowed_updates: &self.settings.allowed_updates,
         };
         let bot = &self.ctx.bot.name;
-        match self.ctx.api.get_updates(&request).await {
+        let confirm = self.ctx.api.get_updates(&request);
+        match self.ctx.observed("getUpdates", confirm).await {
             Ok(_) => {
                 self.ctx
                     .metrics

@@ -79,11 +79,14 @@ impl TelegramError {
         }
     }
 
-    /// A short, bounded label for metrics: the error code, or `http_<status>`, or `transport`.
+    /// A short, bounded label for metrics: the HTTP status the call got (a Bot API
+    /// error's `error_code` is the status it answers with; an answer that is not a Bot
+    /// API reply keeps its own), or `transport` when no answer came. Digits only, so
+    /// `code=~"5.."` selects every server error and never `transport`.
     pub fn code_label(&self) -> String {
         match self {
             TelegramError::Api { error_code, .. } => error_code.to_string(),
-            TelegramError::BadReply { status, .. } => format!("http_{status}"),
+            TelegramError::BadReply { status, .. } => status.to_string(),
             TelegramError::Transport { .. } => "transport".to_owned(),
         }
     }

@@ -29,10 +29,17 @@ pub struct PrivateBroker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More command-line arguments for the broker (authentication, TLS).
+    args: Vec<String>,
 }
 
 impl PrivateBroker {
     pub fn start(kind: BrokerKind) -> PrivateBroker {
+        Self::start_with(kind, &[])
+    }
+
+    /// A broker started with more arguments, e.g. nats-server's `--user`, `--tlsverify`.
+    pub fn start_with(kind: BrokerKind, args: &[&str]) -> PrivateBroker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -42,6 +49,7 @@ impl PrivateBroker {
             port,
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         broker.spawn();
         broker
@@ -124,6 +132,7 @@ impl PrivateBroker {
             }
         };
         let child = command
+            .args(&self.args)
             .stdout(log.try_clone().expect("a second handle"))
             .stderr(log)
             .stdin(Stdio::null())

@@ -172,6 +172,12 @@ the file sink writes one file on one volume
 {{- if and (eq .Values.sink.kind "nats") $nats.passwordSecretKey (not (or $nats.user $nats.userSecretKey)) -}}
 {{- fail "sink.nats.passwordSecretKey needs sink.nats.user or sink.nats.userSecretKey" -}}
 {{- end -}}
+{{- if and (eq .Values.sink.kind "nats") (ne (not $nats.tls.certSecretKey) (not $nats.tls.keySecretKey)) -}}
+{{- fail "sink.nats.tls.certSecretKey and sink.nats.tls.keySecretKey go together (a client certificate and its key)" -}}
+{{- end -}}
+{{- if not (or .Values.telegram.builtinRoots .Values.telegram.caConfigMap) -}}
+{{- fail "telegram.builtinRoots=false needs telegram.caConfigMap: the relay would trust no CA" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* config.toml, rendered from the values. */}}
@@ -213,8 +219,13 @@ max_in_flight = {{ int .maxInFlight }}
 {{- if .user }}
 user = {{ include "tgrelay.toml" .user }}
 {{- end }}
-{{- if .credentialsSecretKey }}
-credentials_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" .credentialsSecretKey) }}
+{{- range $setting, $key := dict "credentials_file" .credentialsSecretKey "password_file" .passwordSecretKey "token_file" .tokenSecretKey "tls_ca_file" .tls.caSecretKey "tls_cert_file" .tls.certSecretKey "tls_key_file" .tls.keySecretKey }}
+{{- if $key }}
+{{ $setting }} = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" $key) }}
+{{- end }}
+{{- end }}
+{{- if .tls.required }}
+tls_required = true
 {{- end }}
 {{- end }}
 {{- else if eq .Values.sink.kind "kafka" }}
@@ -233,12 +244,25 @@ allow_unsafe_properties = {{ .allowUnsafeProperties }}
 {{- if .saslUsername }}
 sasl_username = {{ include "tgrelay.toml" .saslUsername }}
 {{- end }}
+{{- if .saslPasswordSecretKey }}
+sasl_password_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" .saslPasswordSecretKey) }}
+{{- end }}
 {{- with .properties }}
 
 [sink.kafka.properties]
 {{- range $key, $value := . }}
 {{ include "tgrelay.toml" $key }} = {{ include "tgrelay.toml" (toString $value) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.telegram }}
+{{- if or .caConfigMap (not .builtinRoots) }}
+
+[telegram]
+builtin_roots = {{ .builtinRoots }}
+{{- if .caConfigMap }}
+ca_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/telegram-ca/%s" .caConfigMapKey) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -308,8 +332,16 @@ secret_token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" 
 {{- $keys = append $keys $bot.webhookSecretKey -}}
 {{- end -}}
 {{- end -}}
-{{- if and (eq .Values.sink.kind "nats") .Values.sink.nats.credentialsSecretKey -}}
-{{- $keys = append $keys .Values.sink.nats.credentialsSecretKey -}}
+{{- if eq .Values.sink.kind "nats" -}}
+{{- $nats := .Values.sink.nats -}}
+{{- range list $nats.credentialsSecretKey $nats.passwordSecretKey $nats.tokenSecretKey $nats.tls.caSecretKey $nats.tls.certSecretKey $nats.tls.keySecretKey -}}
+{{- if . -}}
+{{- $keys = append $keys . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.sink.kind "kafka") .Values.sink.kafka.saslPasswordSecretKey -}}
+{{- $keys = append $keys .Values.sink.kafka.saslPasswordSecretKey -}}
 {{- end -}}
 {{- toJson ($keys | uniq | sortAlpha) -}}
 {{- end -}}

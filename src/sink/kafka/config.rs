@@ -2,13 +2,14 @@
 //! delivery guarantee depends on pinned and checked.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::route::RouteTemplate;
-use crate::secret::Secret;
+use crate::secret::{self, Secret};
 
 /// `[sink.kafka]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +52,9 @@ pub struct KafkaSinkConfig {
     /// environment (`TGRELAY_SINK__KAFKA__SASL_PASSWORD`, a Kubernetes secret): a property
     /// name has dots, which an environment variable name cannot carry.
     pub sasl_password: Option<Secret>,
+    /// A file holding the SASL password (a mounted Kubernetes Secret); instead of
+    /// `sasl_password`.
+    pub sasl_password_file: Option<PathBuf>,
 }
 
 impl Default for KafkaSinkConfig {
@@ -68,6 +72,7 @@ impl Default for KafkaSinkConfig {
             allow_unsafe_properties: false,
             sasl_username: None,
             sasl_password: None,
+            sasl_password_file: None,
         }
     }
 }
@@ -80,8 +85,8 @@ const OWN_PROPERTIES: &[&str] = &[
 ];
 
 impl KafkaSinkConfig {
-    /// Every problem of this section.
-    pub fn validate(&self) -> Vec<String> {
+    /// Every problem of this section. Reads `sasl_password_file` into `sasl_password`.
+    pub fn validate(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
         let err = |key: &str, what: String| {
             format!(
@@ -89,6 +94,10 @@ impl KafkaSinkConfig {
                 key.to_uppercase()
             )
         };
+        let file = self.sasl_password_file.as_deref();
+        if let Err(e) = secret::resolve_file(&mut self.sasl_password, file) {
+            errors.push(err("sasl_password_file", e));
+        }
         if self.brokers.trim().is_empty() {
             errors.push(err("brokers", "required".into()));
         }
@@ -162,7 +171,7 @@ impl KafkaSinkConfig {
         if self.sasl_username.is_some() != self.sasl_password.is_some() {
             problems.push((
                 "sasl_password",
-                "sasl_username and sasl_password go together".into(),
+                "sasl_username and sasl_password (or sasl_password_file) go together".into(),
             ));
         }
         let protocol = self
@@ -330,6 +339,22 @@ mod tests {
             "{text}"
         );
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_sasl_password_file_reaches_librdkafka() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        let mut config = with(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+        ]);
+        config.sasl_username = Some("relay".into());
+        config.sasl_password_file = Some(path);
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        assert_eq!(config.client_config().get("sasl.password"), Some("hunter2"));
+        assert!(!toml::to_string(&config).unwrap().contains("hunter2"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The webhook's life at Telegram: setWebhook (only when something changed), and
 //! getWebhookInfo read periodically into metrics and logs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -54,13 +54,31 @@ impl Registration {
     /// Calls setWebhook unless Telegram already has the same settings (or `force`).
     /// Returns whether it was set.
     pub async fn apply(&self, api: &BotApi, force: bool) -> Result<bool, TelegramError> {
+        if !force && self.matches(&api.get_webhook_info().await?) {
+            return Ok(false);
+        }
+        self.set(api).await?;
+        Ok(true)
+    }
+
+    /// `apply` for a running bot: each Bot API call counted under its own method.
+    async fn reconcile(&self, ctx: &BotContext) -> Result<bool, TelegramError> {
+        let info = ctx
+            .observed("getWebhookInfo", ctx.api.get_webhook_info())
+            .await?;
+        if self.matches(&info) {
+            return Ok(false);
+        }
+        ctx.observed("setWebhook", self.set(&ctx.api)).await?;
+        Ok(true)
+    }
+
+    /// setWebhook with these settings, uploading the certificate if there is one.
+    async fn set(&self, api: &BotApi) -> Result<(), TelegramError> {
         let params = self.params().ok_or_else(|| TelegramError::Transport {
             method: "setWebhook",
             message: "no webhook url configured".into(),
         })?;
-        if !force && self.matches(&api.get_webhook_info().await?) {
-            return Ok(false);
-        }
         let certificate = match &self.config.certificate {
             Some(path) => Some(std::fs::read(path).map_err(|e| TelegramError::Transport {
                 method: "setWebhook",
@@ -69,7 +87,7 @@ impl Registration {
             None => None,
         };
         api.set_webhook(&params, certificate).await?;
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -86,12 +104,10 @@ pub async fn run(
     if let Some(registration) = registration {
         let mut attempt = 0;
         loop {
-            let started = Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                result = registration.apply(&ctx.api, false) => result,
+                result = registration.reconcile(&ctx) => result,
             };
-            ctx.observe_call("setWebhook", started, result.as_ref().err());
             match result {
                 Ok(true) => {
                     tracing::info!(%bot, url = registration.config.url.as_deref().unwrap_or(""), "webhook registered")
@@ -127,9 +143,9 @@ async fn watch_info(ctx: &BotContext, interval: Duration, shutdown: &Cancellatio
     let bot = ctx.bot.name.as_str();
     let mut last_error: Option<String> = None;
     loop {
-        let started = Instant::now();
-        let info = ctx.api.get_webhook_info().await;
-        ctx.observe_call("getWebhookInfo", started, info.as_ref().err());
+        let info = ctx
+            .observed("getWebhookInfo", ctx.api.get_webhook_info())
+            .await;
         // Flood control binds every method: the next read waits at least `retry_after`.
         let wait = match info.as_ref().map_err(|e| e.class()) {
             Err(ErrorClass::RetryAfter(asked)) => asked.max(interval),
