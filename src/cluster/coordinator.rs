@@ -28,8 +28,11 @@ use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
 
+mod claims;
+mod renewal;
 mod view;
 
+use renewal::Renewal;
 use view::ClusterView;
 
 /// How often the loop looks at the cluster between changes.
@@ -37,7 +40,7 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Shared ownership over a store.
 pub struct SharedOwnership<S: Store> {
-    store: S,
+    store: Arc<S>,
     config: ClusterConfig,
     lease: Lease,
     log: OwnershipLog,
@@ -46,7 +49,7 @@ pub struct SharedOwnership<S: Store> {
 impl<S: Store> SharedOwnership<S> {
     pub fn new(store: S, config: &ClusterConfig, lease: Lease, metrics: Arc<Metrics>) -> Self {
         SharedOwnership {
-            store,
+            store: Arc::new(store),
             config: config.clone(),
             lease,
             log: OwnershipLog {
@@ -66,6 +69,15 @@ impl<S: Store> Ownership for SharedOwnership<S> {
     ) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let changes = self.store.changes();
+            let renewal = Arc::new(Renewal::default());
+            let renewing = CancellationToken::new();
+            tokio::spawn(renewal::run(
+                Arc::clone(&self.store),
+                self.config.clone(),
+                self.lease.clone(),
+                Arc::clone(&renewal),
+                renewing.clone(),
+            ));
             let mut coordinator = Coordinator {
                 store: self.store,
                 config: self.config,
@@ -76,14 +88,17 @@ impl<S: Store> Ownership for SharedOwnership<S> {
                 view: ClusterView::default(),
                 mine: BTreeMap::new(),
                 lapsed: false,
+                renewal,
             };
             coordinator.run(changes, shutdown).await;
+            renewing.cancel();
+            coordinator.leave().await;
         })
     }
 }
 
 struct Coordinator<S: Store> {
-    store: S,
+    store: Arc<S>,
     config: ClusterConfig,
     lease: Lease,
     log: OwnershipLog,
@@ -94,6 +109,8 @@ struct Coordinator<S: Store> {
     mine: BTreeMap<String, u64>,
     /// The lease lapsed since the claims in `mine` were last written.
     lapsed: bool,
+    /// The heartbeats, renewed apart from this loop (claims must not delay them).
+    renewal: Arc<Renewal>,
 }
 
 impl<S: Store> Coordinator<S> {
@@ -107,42 +124,30 @@ impl<S: Store> Coordinator<S> {
         shutdown: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(TICK);
-        let mut next_renewal = Instant::now();
         // Heartbeats of replicas starting now have a moment to arrive before the first
         // plan, so a cold start does not give every bot to whoever came first.
         let first_plan = Instant::now() + self.config.renew_every();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return,
                 Some(change) = changes.recv() => self.on_change(change).await,
                 _ = tick.tick() => {
-                    // A lapse is handled before any renewal: a replica woken from a
-                    // freeze stops its bots first, then learns whether they are still its.
-                    if !self.lease.is_valid() {
+                    // Plan on the latest news: everything that arrived meanwhile first.
+                    while let Ok(change) = changes.try_recv() {
+                        self.on_change(change).await;
+                    }
+                    if self.renewal.lapsed() || !self.lease.is_valid() {
                         self.on_lapse().await;
                     }
-                    if Instant::now() >= next_renewal {
-                        next_renewal = Instant::now() + self.config.renew_every();
-                        self.renew().await;
+                    if self.lapsed && self.renewal.renewed_within(self.config.owner_grace()) {
+                        self.reconfirm().await;
                     }
-                    if self.lease.is_valid() && Instant::now() >= first_plan {
+                    if self.lease.is_valid() && !self.lapsed && Instant::now() >= first_plan {
                         self.rebalance().await;
                     }
                     self.report();
                 }
             }
-        }
-        self.leave().await;
-    }
-
-    /// Puts the heartbeat; a stored one extends the lease from when it was sent.
-    async fn renew(&mut self) {
-        let sent = Instant::now();
-        let put = self.store.heartbeat(&self.config.instance);
-        match tokio::time::timeout(self.config.renew_every(), put).await {
-            Ok(Ok(())) => self.lease.set_deadline(sent + self.config.owner_grace()),
-            Ok(Err(e)) => tracing::warn!(error = %e, "renewing the cluster lease failed"),
-            Err(_) => tracing::warn!("renewing the cluster lease timed out"),
         }
     }
 
@@ -151,6 +156,7 @@ impl<S: Store> Coordinator<S> {
     async fn on_lapse(&mut self) {
         if self.lapsed || self.mine.is_empty() {
             self.lapsed |= !self.mine.is_empty();
+            self.renewal.clear_lapse_if(self.mine.is_empty());
             return;
         }
         self.lapsed = true;
@@ -178,9 +184,6 @@ impl<S: Store> Coordinator<S> {
     }
 
     async fn rebalance(&mut self) {
-        if self.lapsed {
-            self.reconfirm().await;
-        }
         self.adopt().await;
         let bots: BTreeSet<String> = self.bots.borrow().keys().cloned().collect();
         let members = self
@@ -190,95 +193,19 @@ impl<S: Store> Coordinator<S> {
         for bot in self.mine.keys() {
             owners.insert(bot.clone(), self.me().to_owned());
         }
-        // Bots dropped from the configuration are released like any other.
         let mut wanted = plan(&View {
             me: self.me(),
             bots: &bots,
             members: &members,
             owners: &owners,
         });
+        // Bots dropped from the configuration are released like any other.
         wanted
             .release
             .extend(self.mine.keys().filter(|b| !bots.contains(*b)).cloned());
-        futures::future::join_all(wanted.release.iter().map(|bot| self.release(bot))).await;
-        for bot in &wanted.release {
-            self.mine.remove(bot);
-        }
-        for bot in wanted.claim {
-            self.claim(&bot, &members).await;
-        }
+        self.release_all(&wanted.release).await;
+        self.claim_all(&wanted.claim, &members).await;
         self.run_what_is_mine().await;
-    }
-
-    /// After a lapse: rewrites each claim with its own revision; one that fails was
-    /// taken over meanwhile.
-    async fn reconfirm(&mut self) {
-        let me = self.me().to_owned();
-        for (bot, revision) in std::mem::take(&mut self.mine) {
-            match self.store.write_owner(&bot, Some(&me), revision).await {
-                Ok(new) => {
-                    self.mine.insert(bot, new);
-                }
-                Err(_) => self.log.lost(&bot, "lapsed"),
-            }
-        }
-        self.lapsed = false;
-        tracing::info!(instance = %me, bots = self.mine.len(), "cluster lease renewed");
-    }
-
-    /// Keys naming this replica that it did not write in this run (a restart under the
-    /// same name): claimed back with their revision.
-    async fn adopt(&mut self) {
-        let me = self.me().to_owned();
-        let stale: Vec<(String, u64)> = self
-            .view
-            .owners
-            .iter()
-            .filter(|(bot, k)| k.owner.as_deref() == Some(&me) && !self.mine.contains_key(*bot))
-            .map(|(bot, k)| (bot.clone(), k.revision))
-            .collect();
-        for (bot, revision) in stale {
-            if let Ok(new) = self.store.write_owner(&bot, Some(&me), revision).await {
-                self.mine.insert(bot.clone(), new);
-                self.log.acquired(&bot, None, None);
-            }
-        }
-    }
-
-    async fn claim(&mut self, bot: &str, members: &BTreeSet<String>) {
-        let me = self.me().to_owned();
-        let revision = self.view.revision(bot);
-        let new = match self.store.write_owner(bot, Some(&me), revision).await {
-            Ok(new) => new,
-            Err(e) => {
-                // Usually another replica was faster; the next round sees its claim.
-                tracing::debug!(%bot, revision, error = %e, "claim not taken");
-                return;
-            }
-        };
-        let previous = self.view.owners.get(bot).and_then(|k| k.owner.clone());
-        let dead_owner = previous.as_ref().filter(|p| !members.contains(*p));
-        // How long the bot went unpolled: since its owner was last heard of, or since
-        // it was released.
-        let unowned = match dead_owner {
-            Some(owner) => self.view.heartbeats.get(owner).map(|seen| seen.elapsed()),
-            None => self.view.free_since.get(bot).map(|at| at.elapsed()),
-        };
-        self.view.free_since.remove(bot);
-        self.mine.insert(bot.to_owned(), new);
-        self.log
-            .acquired(bot, dead_owner.map(String::as_str), unowned);
-    }
-
-    /// Stops a bot (it finishes its batch and confirms), then frees its key.
-    async fn release(&self, bot: &str) {
-        self.supervisor.stop(bot).await;
-        if let Some(revision) = self.mine.get(bot) {
-            if let Err(e) = self.store.write_owner(bot, None, *revision).await {
-                tracing::warn!(%bot, error = %e, "freeing a released bot's key failed; it moves once this replica's heartbeat is seen to stop");
-            }
-        }
-        self.log.released(bot);
     }
 
     /// Starts the bots this replica owns and stops any other it still runs.

@@ -16,8 +16,8 @@ pub struct ClusterConfig {
     /// This replica's name among the others; empty: the host name (a pod's name).
     pub instance: String,
     /// Names what the replicas coordinate through (NATS key-value buckets
-    /// `<name>-members` and `<name>-owners`; Kafka group `<name>` and topic
-    /// `<name>.cluster`): two relays sharing a broker but not their bots need two names.
+    /// `<name>-members` and `<name>-owners`; Kafka topics `<name>.members` and
+    /// `<name>.owners`): two relays sharing a broker but not their bots need two names.
     pub name: String,
     /// Longest a replica can be gone (killed, frozen, cut off) before the others take
     /// its bots over. It renews its lease five times per period and stops polling when

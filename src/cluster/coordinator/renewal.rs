@@ -1,0 +1,87 @@
+//! Renewing this replica's lease, apart from the coordinator's loop so that slow
+//! claims never hold a heartbeat back.
+//!
+//! A stored heartbeat extends the lease from the moment it was sent. If the lease had
+//! lapsed meanwhile (a broker outage, or the process was frozen), a new heartbeat does
+//! not revive it: the bots stopped, and some may have been taken over; the
+//! coordinator first confirms each claim again, then resumes the lease.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::store::Store;
+use crate::config::ClusterConfig;
+use crate::lease::Lease;
+
+#[derive(Default)]
+pub(super) struct Renewal {
+    /// When the last stored heartbeat was sent.
+    last: Mutex<Option<Instant>>,
+    /// The lease lapsed after it had been held; cleared by the coordinator.
+    lapsed: AtomicBool,
+}
+
+impl Renewal {
+    pub fn lapsed(&self) -> bool {
+        self.lapsed.load(Ordering::SeqCst)
+    }
+
+    /// A lapse with nothing owned needs no confirming.
+    pub fn clear_lapse_if(&self, nothing_owned: bool) {
+        if nothing_owned {
+            self.lapsed.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// A heartbeat was stored within `grace` of now.
+    pub fn renewed_within(&self, grace: Duration) -> bool {
+        self.last
+            .lock()
+            .unwrap()
+            .is_some_and(|sent| sent + grace > Instant::now())
+    }
+
+    /// The claims are confirmed: the lease runs again from the last heartbeat.
+    pub fn resume(&self, lease: &Lease, grace: Duration) {
+        self.lapsed.store(false, Ordering::SeqCst);
+        if let Some(sent) = *self.last.lock().unwrap() {
+            lease.set_deadline(sent + grace);
+        }
+    }
+}
+
+pub(super) async fn run<S: Store>(
+    store: Arc<S>,
+    config: ClusterConfig,
+    lease: Lease,
+    state: Arc<Renewal>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(config.renew_every());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let held_before = state.last.lock().unwrap().is_some();
+        if held_before && !lease.is_valid() {
+            state.lapsed.store(true, Ordering::SeqCst);
+        }
+        let sent = Instant::now();
+        let put = store.heartbeat(&config.instance);
+        match tokio::time::timeout(config.renew_every(), put).await {
+            Ok(Ok(())) => {
+                *state.last.lock().unwrap() = Some(sent);
+                if !state.lapsed() {
+                    lease.set_deadline(sent + config.owner_grace());
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewing the cluster lease failed"),
+            Err(_) => tracing::warn!("renewing the cluster lease timed out"),
+        }
+    }
+}
