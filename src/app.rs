@@ -7,7 +7,7 @@
 //! (a revoked token) leaves the others running; only when every configured bot has
 //! failed does the relay exit with an error.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::cluster::{self, Bots, Ownership, Single};
-use crate::config::{BotConfig, ClusterMode, Config, Mode};
+use crate::config::{ClusterMode, Config, Mode};
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
+use crate::reload::{BotSet, ConfigSource, Reloader};
 use crate::sink::connecting::ConnectingSink;
 use crate::sink::kafka::topics::BotRoutes;
 use crate::sink::Sink;
@@ -42,6 +43,8 @@ pub struct Relay {
     health: Arc<Health>,
     /// This replica's lease on the bots it owns (never lapses in single mode).
     lease: Lease,
+    /// Where to read the configuration again (SIGHUP, `tokens_dir`).
+    source: Option<ConfigSource>,
 }
 
 impl Relay {
@@ -68,7 +71,15 @@ impl Relay {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new()),
             lease,
+            source: None,
         }
+    }
+
+    /// Reads the configuration again from `source` on SIGHUP and when its `tokens_dir`
+    /// changes, applying what changed about the bots.
+    pub fn reloading_from(mut self, source: ConfigSource) -> Relay {
+        self.source = Some(source);
+        self
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -108,23 +119,13 @@ impl Relay {
             lease: self.lease.clone(),
         };
         let supervisor = Supervisor::new(deps.clone(), shutdown.clone());
-        // Every replica answers every webhook bot's POSTs; running a bot (below) is
-        // what registers and reconciles its webhook.
-        let webhook_bots: Vec<WebhookBot> = self
-            .config
-            .bots
-            .iter()
-            .filter(|(_, bot)| bot.mode == Mode::Webhook)
-            .map(|(name, bot)| {
-                let secret = bot
-                    .webhook
-                    .secret_token
-                    .clone()
-                    .expect("validated: a secret");
-                WebhookBot::new(deps.context(name, bot), bot.webhook.path_for(name), secret)
-            })
-            .collect();
         let (bots, watched) = watch::channel(Arc::new(self.config.bots.clone()));
+        let bots = Arc::new(bots);
+        self.metrics
+            .bots_configured
+            .set(self.config.bots.len() as i64);
+        let (webhook_addr, webhook_task) =
+            webhook_listener(&self.config, &deps, &bots, shutdown.clone()).await?;
         let bring_up = BringUp {
             config: self.config.clone(),
             connecting: self.connecting.clone(),
@@ -132,22 +133,15 @@ impl Relay {
             lease: self.lease.clone(),
         };
         let ownership = tokio::spawn(bring_up.run(watched, supervisor.clone(), shutdown.clone()));
-        let mut webhook_addr = None;
-        let mut webhook_task = None;
-        if !webhook_bots.is_empty() {
-            let server = WebhookServer::new(&self.config.webhook, webhook_bots, shutdown.clone());
-            let drain = self.config.drain_timeout;
-            let (addr, task) = webhook::serve(
-                &self.config.webhook,
-                server,
-                Arc::clone(&self.metrics),
-                shutdown.clone(),
-                drain,
-            )
-            .await?;
-            tracing::info!(%addr, tls = self.config.webhook.tls_cert.is_some(), "webhook listener bound");
-            webhook_addr = Some(addr);
-            webhook_task = Some(task);
+        if let Some(source) = self.source {
+            let reloader = Reloader {
+                source,
+                applied: self.config.clone(),
+                bots: Arc::clone(&bots),
+                sink: Arc::clone(&self.sink),
+                metrics: Arc::clone(&self.metrics),
+            };
+            tokio::spawn(reloader.run(shutdown.clone()));
         }
         tracing::info!(
             sink = self.sink.name(),
@@ -159,8 +153,7 @@ impl Relay {
         Ok(Running {
             webhook_addr,
             webhook_task,
-            configured: self.config.bots.keys().cloned().collect(),
-            _bots: bots,
+            bots,
             ownership,
             supervisor,
             shutdown,
@@ -175,10 +168,9 @@ pub struct Running {
     /// Where the webhook listener is bound, when any bot uses webhooks.
     pub webhook_addr: Option<SocketAddr>,
     webhook_task: Option<tokio::task::JoinHandle<()>>,
-    /// Every configured bot: when all of them have failed, the relay has nothing to do.
-    configured: BTreeSet<String>,
-    /// The bot set the ownership follows.
-    _bots: watch::Sender<Arc<BTreeMap<String, BotConfig>>>,
+    /// The bot set everything follows; when all of them have failed, the relay has
+    /// nothing to do.
+    bots: Arc<watch::Sender<BotSet>>,
     /// The ownership's task: on shutdown it hands this replica's bots over.
     ownership: tokio::task::JoinHandle<()>,
     supervisor: Supervisor,
@@ -195,9 +187,14 @@ impl Running {
 
     /// Waits for `shutdown` (then drains) or for every configured bot to fail (an error).
     pub async fn wait(self) -> anyhow::Result<()> {
-        let all_failed = tokio::select! {
-            _ = self.shutdown.cancelled() => false,
-            _ = self.supervisor.all_failed(&self.configured) => true,
+        let mut configured = self.bots.subscribe();
+        let all_failed = loop {
+            let names: BTreeSet<String> = configured.borrow_and_update().keys().cloned().collect();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break false,
+                _ = self.supervisor.all_failed(&names) => break true,
+                _ = configured.changed() => {}
+            }
         };
         if all_failed && !self.shutdown.is_cancelled() {
             self.shutdown.cancel();
@@ -224,6 +221,54 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds the webhook listener when a bot takes webhooks, and keeps its routes the
+/// bot set's. Every replica answers every webhook bot's POSTs; running a bot is what
+/// registers and reconciles its webhook.
+async fn webhook_listener(
+    config: &Config,
+    deps: &BotDeps,
+    bots: &watch::Sender<BotSet>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+    let metrics = Arc::clone(&deps.metrics);
+    let deps = deps.clone();
+    let routes = move |set: &BotSet| -> Vec<WebhookBot> {
+        set.iter()
+            .filter(|(_, bot)| bot.mode == Mode::Webhook)
+            .map(|(name, bot)| {
+                let secret = bot
+                    .webhook
+                    .secret_token
+                    .clone()
+                    .expect("validated: a secret");
+                WebhookBot::new(deps.context(name, bot), bot.webhook.path_for(name), secret)
+            })
+            .collect()
+    };
+    let first = routes(&bots.borrow());
+    if first.is_empty() {
+        return Ok((None, None));
+    }
+    let server = WebhookServer::new(&config.webhook, first, shutdown.clone());
+    let (addr, task) = webhook::serve(
+        &config.webhook,
+        server.clone(),
+        metrics,
+        shutdown,
+        config.drain_timeout,
+    )
+    .await?;
+    tracing::info!(%addr, tls = config.webhook.tls_cert.is_some(), "webhook listener bound");
+    let mut changes = bots.subscribe();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let set = Arc::clone(&changes.borrow_and_update());
+            server.set_bots(routes(&set));
+        }
+    });
+    Ok((Some(addr), Some(task)))
 }
 
 /// What happens once the listeners are bound: the broker connected (retried while it is

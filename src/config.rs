@@ -32,6 +32,9 @@ pub use cluster::{ClusterConfig, ClusterMode};
 pub struct Config {
     /// The bots to relay, by name. The name is `{bot}` in routing templates.
     pub bots: BTreeMap<String, BotConfig>,
+    /// A directory of token files, one per bot, named as the bot: read at start, on
+    /// SIGHUP and whenever it changes (a Kubernetes Secret mounted as a directory).
+    pub tokens_dir: Option<PathBuf>,
     /// Where updates go.
     pub sink: SinkConfig,
     pub log: LogConfig,
@@ -55,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             bots: BTreeMap::new(),
+            tokens_dir: None,
             sink: SinkConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
@@ -68,7 +72,7 @@ impl Default for Config {
 }
 
 /// One bot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotConfig {
     /// The bot token from @BotFather.
@@ -247,6 +251,7 @@ impl Config {
         extract!(cluster, "cluster");
         extract!(telegram, "telegram");
         extract!(worker_threads, "worker_threads");
+        extract!(tokens_dir, "tokens_dir");
         match figment.extract_inner::<Humantime>("drain_timeout") {
             Ok(Humantime(d)) => config.drain_timeout = d,
             Err(e) if e.missing() => {}
@@ -280,6 +285,7 @@ impl Config {
             "telegram",
             "drain_timeout",
             "worker_threads",
+            "tokens_dir",
         ];
         for (key, value) in top.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
             let md = figment.get_metadata(value.tag());

@@ -21,6 +21,7 @@
 //! - [`metrics`], [`health`], [`admin`]: what an operator sees.
 //! - [`supervisor`]: runs each bot as its own task, started and stopped alone.
 //! - [`cluster`]: which replica runs which bot (one process, or shared through the broker).
+//! - [`reload`]: the bot set changed while running (SIGHUP, a watched `tokens_dir`).
 //! - [`app`]: wiring and shutdown.
 //! - [`preflight`]: `check-config --connect`, what only the network can tell.
 //! - [`secret`]: strings that never print themselves.
@@ -38,6 +39,7 @@ pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod preflight;
+pub mod reload;
 pub mod route;
 pub mod secret;
 pub mod sink;

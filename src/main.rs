@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tgrelay::app::Relay;
 use tgrelay::config::{Config, LogFormat};
 use tgrelay::preflight;
+use tgrelay::reload::ConfigSource;
 use tgrelay::supervisor::webhook_registration;
 use tgrelay::telegram::BotApi;
 
@@ -120,7 +121,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Command::Run(_) => run(config),
+        Command::Run(arg) => run(
+            config,
+            ConfigSource {
+                path: arg.config,
+                required,
+            },
+        ),
         Command::Webhook(command) => webhook(config, command),
     }
 }
@@ -186,7 +193,7 @@ fn check_connect(config: &Config) -> ExitCode {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, source: ConfigSource) -> ExitCode {
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.runtime_threads())
@@ -197,7 +204,10 @@ fn run(config: Config) -> ExitCode {
         let shutdown = CancellationToken::new();
         // Handlers first: a SIGTERM while the sink connects must not kill the process.
         tokio::spawn(cancel_on_signal(Signals::install(), shutdown.clone()));
-        Relay::new(config).run(shutdown).await
+        Relay::new(config)
+            .reloading_from(source)
+            .run(shutdown)
+            .await
     });
     // `run` has drained; a blocking call still out (a Kafka metadata probe cut short
     // by a SIGTERM at start) must not hold the exit for its whole timeout.
@@ -230,6 +240,9 @@ fn init_logging(config: &Config) {
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    /// SIGHUP reloads the bots (see `reload`); caught from the start, so that one
+    /// arriving before the reloader listens does not end the process.
+    _hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -238,6 +251,7 @@ impl Signals {
         Signals {
             term: signal(SignalKind::terminate()).expect("SIGTERM handler installs"),
             int: signal(SignalKind::interrupt()).expect("SIGINT handler installs"),
+            _hup: signal(SignalKind::hangup()).expect("SIGHUP handler installs"),
         }
     }
 }

@@ -72,6 +72,12 @@ pub struct Metrics {
     pub webhook_last_error_timestamp: IntGaugeVec,
     /// getWebhookInfo: max_connections, by bot.
     pub webhook_max_connections: IntGaugeVec,
+    /// Configuration reloads (SIGHUP, `tokens_dir`), by result (`applied`, `refused`).
+    pub config_reloads: IntCounterVec,
+    /// Bots added, removed or changed by a reload, by change.
+    pub bot_changes: IntCounterVec,
+    /// Bots in the configuration now.
+    pub bots_configured: IntGauge,
     /// Shared cluster: bots this replica runs now.
     pub bots_owned: IntGauge,
     /// Shared cluster: live replicas this one sees, itself included.
@@ -200,6 +206,23 @@ impl Metrics {
                 "max_connections of the webhook (getWebhookInfo).",
                 &["bot"],
             ),
+            config_reloads: counter(
+                &registry,
+                "config_reloads_total",
+                "Configuration reloads (SIGHUP, tokens_dir), by result.",
+                &["result"],
+            ),
+            bot_changes: counter(
+                &registry,
+                "bot_changes_total",
+                "Bots added, removed or changed by a reload.",
+                &["change"],
+            ),
+            bots_configured: plain_gauge(
+                &registry,
+                "bots_configured",
+                "Bots in the configuration now.",
+            ),
             bots_owned: plain_gauge(&registry, "bots_owned", "Bots this replica runs now."),
             cluster_members: plain_gauge(
                 &registry,
@@ -254,6 +277,12 @@ impl Metrics {
             .with_label_values::<&str>(&[]),
             registry,
         };
+        for result in ["applied", "refused"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        for change in ["added", "removed", "changed"] {
+            m.bot_changes.with_label_values(&[change]);
+        }
         let build = gauge(
             &m.registry,
             "build_info",

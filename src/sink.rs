@@ -129,4 +129,14 @@ pub trait Sink: Send + Sync {
 
     /// Flushes whatever is buffered; called once on shutdown.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Makes ready what bots added at runtime will publish to (Kafka creates their
+    /// topics when configured to); most sinks need nothing.
+    fn prepare<'a>(
+        &'a self,
+        routes: &'a [kafka::topics::BotRoutes],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let _ = routes;
+        Box::pin(futures::future::ready(Ok(())))
+    }
 }

@@ -93,6 +93,8 @@ struct Inner {
 struct BotTask {
     stop: CancellationToken,
     task: JoinHandle<()>,
+    /// What it runs with, so a changed configuration restarts it.
+    config: BotConfig,
 }
 
 impl Supervisor {
@@ -109,11 +111,23 @@ impl Supervisor {
     }
 
     /// Starts a bot, unless it runs already. A failed bot may be started again.
+    /// Starts a bot, unless it runs already with these settings; one running with
+    /// other settings (a new token) is stopped as on shutdown, then started anew. A
+    /// failed bot may be started again.
     pub fn start(&self, name: &str, bot: &BotConfig) {
         let mut running = self.inner.running.lock().unwrap();
-        if running.get(name).is_some_and(|t| !t.task.is_finished()) {
-            return;
-        }
+        let previous = match running.remove(name) {
+            Some(task) if !task.task.is_finished() && task.config == *bot => {
+                running.insert(name.to_owned(), task);
+                return;
+            }
+            Some(task) if !task.task.is_finished() => {
+                tracing::info!(bot = %name, "the bot's settings changed; restarting it");
+                task.stop.cancel();
+                Some(task.task)
+            }
+            _ => None,
+        };
         self.inner.failed.send_modify(|failed| {
             failed.remove(name);
         });
@@ -124,6 +138,10 @@ impl Supervisor {
         let failed = self.inner.failed.clone();
         let owned = name.to_owned();
         let task = self.inner.tracker.spawn(async move {
+            // The old run confirms what it relayed before the new one fetches.
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
             if let Err(error) = work.await {
                 tracing::error!(bot = %owned, %error, "bot stopped");
                 failed.send_modify(|failed| {
@@ -131,7 +149,14 @@ impl Supervisor {
                 });
             }
         });
-        running.insert(name.to_owned(), BotTask { stop, task });
+        running.insert(
+            name.to_owned(),
+            BotTask {
+                stop,
+                task,
+                config: bot.clone(),
+            },
+        );
     }
 
     /// Stops a bot and returns once it has finished its batch and confirmed it. Its

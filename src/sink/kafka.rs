@@ -58,6 +58,8 @@ pub struct KafkaSink {
     refusing: AtomicBool,
     /// A delivery failed on the producer's idempotence state; the producer must be replaced.
     fenced: AtomicBool,
+    /// For the topics of bots added at runtime.
+    config: KafkaSinkConfig,
 }
 
 /// How a broker error bears on a message.
@@ -94,6 +96,7 @@ impl KafkaSink {
             reachable,
             refusing: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            config: config.clone(),
         })
     }
 
@@ -311,6 +314,15 @@ impl Sink for KafkaSink {
 
     fn is_ready(&self) -> bool {
         self.reachable.load(Ordering::Relaxed) && !self.refusing.load(Ordering::Relaxed)
+    }
+
+    fn prepare<'a>(&'a self, routes: &'a [topics::BotRoutes]) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            topics::ensure(&self.config, routes)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

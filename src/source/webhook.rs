@@ -8,14 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::Router;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +72,8 @@ pub struct WebhookServer {
 }
 
 struct Inner {
-    bots: HashMap<String, Arc<WebhookBot>>,
+    /// Bots by path; replaced whole when the bot set changes while the listener runs.
+    bots: RwLock<HashMap<String, Arc<WebhookBot>>>,
     shutdown: CancellationToken,
     /// Publishes in flight, held by the publish itself, which may outlive its request.
     permits: Arc<Semaphore>,
@@ -96,10 +96,11 @@ impl WebhookServer {
         };
         let telegram: Vec<String> = TELEGRAM_NETWORKS.iter().map(|s| s.to_string()).collect();
         let inner = Inner {
-            bots: bots
-                .into_iter()
-                .map(|b| (b.path.clone(), Arc::new(b)))
-                .collect(),
+            bots: RwLock::new(
+                bots.into_iter()
+                    .map(|b| (b.path.clone(), Arc::new(b)))
+                    .collect(),
+            ),
             shutdown,
             permits: Arc::new(Semaphore::new(config.max_concurrency)),
             publish_timeout: config.publish_timeout,
@@ -112,15 +113,35 @@ impl WebhookServer {
         }
     }
 
-    /// Every bot's path answers POST; anything else is 404 or 405.
+    /// Every bot's path answers POST; anything else is 404 or 405. The paths are
+    /// looked up per request, so bots can come and go on a running listener.
     pub fn router(&self, max_body_bytes: usize) -> Router {
-        let mut router = Router::new();
-        for path in self.inner.bots.keys() {
-            router = router.route(path, post(receive));
-        }
-        router
+        Router::new()
+            .fallback(receive)
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .with_state(self.clone())
+    }
+
+    /// Serves exactly `bots` from now on. A bot whose path, identity and secret are
+    /// unchanged keeps its state (the updates it acked recently), so a retry of one of
+    /// them is still answered without a second publish.
+    pub fn set_bots(&self, bots: Vec<WebhookBot>) {
+        let mut current = self.inner.bots.write().unwrap();
+        let next = bots
+            .into_iter()
+            .map(|bot| {
+                let kept = current
+                    .remove(&bot.path)
+                    .filter(|old| old.ctx.bot == bot.ctx.bot && old.secret == bot.secret);
+                (bot.path.clone(), kept.unwrap_or_else(|| Arc::new(bot)))
+            })
+            .collect();
+        *current = next;
+    }
+
+    /// The paths served now.
+    pub fn paths(&self) -> Vec<String> {
+        self.inner.bots.read().unwrap().keys().cloned().collect()
     }
 }
 
@@ -131,10 +152,23 @@ async fn receive(
     request: Request,
 ) -> Response {
     let inner = &server.inner;
-    let Some(bot) = inner.bots.get(request.uri().path()) else {
+    let bot = inner
+        .bots
+        .read()
+        .unwrap()
+        .get(request.uri().path())
+        .cloned();
+    let Some(bot) = bot else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let status = answer(inner, bot, peer, request).await;
+    if request.method() != Method::POST {
+        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let status = answer(inner, &bot, peer, request).await;
     bot.ctx
         .metrics
         .webhook_requests

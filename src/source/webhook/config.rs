@@ -107,7 +107,7 @@ impl WebhookServerConfig {
 }
 
 /// `[bots.<name>.webhook]`: where Telegram reaches this bot and how it is registered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotWebhookConfig {
     /// Public HTTPS URL Telegram POSTs to; required to register.

@@ -1,0 +1,129 @@
+//! Bots changed while the relay runs: SIGHUP re-reads the configuration; an added bot
+//! starts, a removed one confirms and stops, a re-tokened one restarts alone, an
+//! invalid change is refused, and no other bot's long poll is touched.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use support::corpus::Corpus;
+use support::fake_bot_api::FakeBotApi;
+use support::process::RelayProcess;
+use support::relay::{eventually, token};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(api: &FakeBotApi, dir: &Path, bots: &[(&str, &str)]) -> String {
+    let mut toml = format!(
+        "drain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n[sink]\nkind = \"file\"\n\
+         [sink.file]\npath = \"{}\"\n",
+        dir.join("updates.jsonl").display()
+    );
+    for (name, token) in bots {
+        toml.push_str(&format!(
+            "[bots.{name}]\ntoken = \"{token}\"\napi_url = \"{}\"\npoll_timeout = \"30s\"\n",
+            api.base_url()
+        ));
+    }
+    toml
+}
+
+/// getUpdates calls that got no answer: the one in flight, and any given up on.
+fn unanswered(api: &FakeBotApi, token: &str) -> usize {
+    api.calls(token)
+        .iter()
+        .filter(|c| c.method == "getUpdates" && c.status == 0)
+        .count()
+}
+
+/// The `<bot_id>:<update_id>` of every update in the file sink.
+fn relayed(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(dir.join("updates.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some(v["id"].as_str()?.to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_removes_and_retokens_bots_without_touching_the_others() {
+    let api = FakeBotApi::start().await;
+    let (a, b, c, c2) = (token(8101), token(8102), token(8103), token(8104));
+    for t in [&a, &b, &c, &c2] {
+        api.add_bot(t);
+    }
+    let corpus = Corpus::load();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config(&api, dir.path(), &[("a", &a), ("b", &b)])).unwrap();
+    let relay = RelayProcess::spawn_file(dir.path(), "relay", &path, &[]);
+    api.push_updates(&a, corpus.mixed(1, 3, 1));
+    api.push_updates(&b, corpus.mixed(1, 3, 2));
+    assert!(api.wait_for_confirmed(&a, 3, WAIT).await);
+    assert!(api.wait_for_confirmed(&b, 3, WAIT).await);
+    assert!(
+        eventually(10, || unanswered(&api, &b) == 1).await,
+        "b long-polls"
+    );
+    let b_polls = api.calls(&b).len();
+
+    // Remove a (with an update in hand), add c.
+    api.push_updates(&a, corpus.mixed(4, 2, 3));
+    assert!(api.wait_for_confirmed(&a, 5, WAIT).await);
+    std::fs::write(&path, config(&api, dir.path(), &[("b", &b), ("c", &c)])).unwrap();
+    relay.signal("HUP");
+    api.push_updates(&c, corpus.mixed(1, 4, 4));
+    assert!(
+        api.wait_for_confirmed(&c, 4, WAIT).await,
+        "an added bot polls"
+    );
+    let a_calls = api.calls(&a).len();
+
+    // An invalid change is refused: everything keeps running as it was.
+    std::fs::write(
+        &path,
+        config(&api, dir.path(), &[("b", &b), ("c", "not-a-token")]),
+    )
+    .unwrap();
+    relay.signal("HUP");
+    assert!(
+        eventually(10, || relay
+            .log_text()
+            .contains("configuration change refused"))
+        .await
+    );
+    api.push_updates(&c, corpus.mixed(5, 1, 5));
+    assert!(api.wait_for_confirmed(&c, 5, WAIT).await, "c still runs");
+
+    // c gets a new token (another bot id): it restarts alone.
+    std::fs::write(&path, config(&api, dir.path(), &[("b", &b), ("c", &c2)])).unwrap();
+    relay.signal("HUP");
+    api.push_updates(&c2, corpus.mixed(1, 2, 6));
+    assert!(api.wait_for_confirmed(&c2, 2, WAIT).await, "re-tokened");
+
+    api.push_updates(&b, corpus.mixed(4, 2, 7));
+    assert!(api.wait_for_confirmed(&b, 5, WAIT).await);
+    assert_eq!(api.calls(&a).len(), a_calls, "a removed bot polls no more");
+    assert_eq!(
+        api.calls(&b)[..b_polls]
+            .iter()
+            .filter(|c| c.status == 0)
+            .count(),
+        0,
+        "b's long poll in flight through every change was answered, not cut short"
+    );
+    let log = relay.log_text();
+    assert!(!log.contains("AAE-test_token"), "no token in the log");
+    assert_eq!(relay.terminate().await.code(), Some(0));
+
+    let ids = relayed(dir.path());
+    for (bot, n) in [(&a, 5), (&b, 5), (&c, 5), (&c2, 2)] {
+        let id = bot.split(':').next().unwrap();
+        for u in 1..=n {
+            assert!(ids.contains(&format!("{id}:{u}")), "{id}:{u} relayed");
+        }
+    }
+}
