@@ -61,16 +61,27 @@ the one the chart creates; empty when none. */}}
 {{- end -}}
 
 {{/* Why the Deployment runs exactly one pod, replaced with Recreate; empty when it may
-scale out. */}}
+scale out: a broker sink, and either no polling bot or the bots shared across replicas. */}}
 {{- define "tgrelay.singleReason" -}}
-{{- if eq (include "tgrelay.polling" .) "true" -}}
-a bot polls (Telegram answers a second poller of the same bot with 409 Conflict)
-{{- else if eq .Values.sink.kind "file" -}}
+{{- if eq .Values.sink.kind "file" -}}
 the file sink writes one file on one volume
+{{- else if and (eq (include "tgrelay.polling" .) "true") (not (include "tgrelay.shared" .)) -}}
+a bot polls and cluster.mode is single (Telegram answers a second poller of the same bot with 409 Conflict)
 {{- end -}}
 {{- end -}}
 
-{{/* "true" when any bot polls: then one replica, Recreate. */}}
+{{/* "true" when the replicas share the bots (cluster.mode=shared); empty otherwise. */}}
+{{- define "tgrelay.shared" -}}
+{{- if eq (default "single" .Values.cluster.mode) "shared" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The cluster's name: cluster.name, else the release's full name made fit for a NATS
+bucket and a Kafka topic (1-64 of A-Z a-z 0-9 _ -). */}}
+{{- define "tgrelay.clusterName" -}}
+{{- default (regexReplaceAll "[^A-Za-z0-9_-]" (include "tgrelay.fullname" .) "-") .Values.cluster.name -}}
+{{- end -}}
+
+{{/* "true" when any bot polls: then, in single mode, one replica, Recreate. */}}
 {{- define "tgrelay.polling" -}}
 {{- $polling := false -}}
 {{- range $name, $bot := .Values.bots -}}
@@ -134,6 +145,10 @@ the file sink writes one file on one volume
 {{- if le $grace $drain -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be above drainTimeout (%s = %v s): the relay needs the whole drain before the kubelet kills it" .Values.terminationGracePeriodSeconds .Values.drainTimeout $drain) -}}
 {{- end -}}
+{{- $shared := include "tgrelay.shared" . -}}
+{{- if and $shared (eq .Values.sink.kind "file") -}}
+{{- fail "cluster.mode=shared: the replicas share their bots through the sink's broker, and the file sink has none (it is one file on one volume, for one replica). Set sink.kind=nats or sink.kind=kafka, or cluster.mode=single" -}}
+{{- end -}}
 {{- if and (eq .Values.sink.kind "file") (not (include "tgrelay.dataClaim" .)) -}}
 {{- fail "sink: sink.kind=file (the default) without a PersistentVolumeClaim would keep the file on the pod's own disk, and every update in it, already confirmed to Telegram, would go with the pod. Name a broker (sink.kind=nats with sink.nats.url, or sink.kind=kafka with sink.kafka.brokers), or keep the file on a claim: sink.file.persistence.enabled=true (the chart creates it) or sink.file.persistence.existingClaim=<claim>" -}}
 {{- end -}}
@@ -151,18 +166,29 @@ the file sink writes one file on one volume
 {{- fail "webhook.publicUrl: required when webhook.enabled (the https:// base URL Telegram is given)" -}}
 {{- end -}}
 {{- end -}}
+{{- if $shared -}}
+{{- $lease := include "tgrelay.seconds" .Values.cluster.leaseTtl | float64 -}}
+{{- if or (lt $lease 3.0) (gt $lease 300.0) -}}
+{{- fail (printf "cluster.leaseTtl (%s): must be from 3s to 5m" .Values.cluster.leaseTtl) -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if and (eq .name "TGRELAY_CLUSTER__INSTANCE") (hasKey . "value") -}}
+{{- fail "extraEnv: TGRELAY_CLUSTER__INSTANCE with a fixed value would give every replica the same name in the cluster; leave it unset (each pod then goes by its pod name)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and (not $polling) $single (gt (int .Values.replicaCount) 1) -}}
 {{- fail (printf "replicaCount (%v): %s, so the relay runs one replica; set replicaCount=1, or relay into NATS or Kafka to scale out" .Values.replicaCount $single) -}}
 {{- end -}}
 {{- if and (not $single) (gt (int .Values.replicaCount) 1) -}}
 {{- range $name, $bot := .Values.bots -}}
-{{- if not $bot.webhookSecretKey -}}
+{{- if and (eq (default "polling" $bot.mode) "webhook") (not $bot.webhookSecretKey) -}}
 {{- fail (printf "bots.%s.webhookSecretKey: required with several replicas (each replica would register its own random secret token, and the others would refuse Telegram's requests)" $name) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled $single -}}
-{{- fail (printf "podDisruptionBudget.enabled: %s, so the relay runs exactly one replica and a budget would block every node drain; enable it only when every bot is in webhook mode and the sink is NATS or Kafka" $single) -}}
+{{- fail (printf "podDisruptionBudget.enabled: %s, so the relay runs exactly one replica and a budget would block every node drain; enable it with a broker sink and either cluster.mode=shared or every bot in webhook mode" $single) -}}
 {{- end -}}
 {{- $pdb := .Values.podDisruptionBudget -}}
 {{- if and $pdb.enabled (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
@@ -193,6 +219,14 @@ format = {{ include "tgrelay.toml" .Values.log.format }}
 
 [admin]
 listen = "0.0.0.0:9090"
+
+[cluster]
+mode = {{ include "tgrelay.toml" (default "single" .Values.cluster.mode) }}
+{{- if include "tgrelay.shared" . }}
+# instance unset: each pod goes by its host name, which is its pod name.
+name = {{ include "tgrelay.toml" (include "tgrelay.clusterName" .) }}
+lease_ttl = {{ include "tgrelay.toml" .Values.cluster.leaseTtl }}
+{{- end }}
 
 [sink]
 kind = {{ include "tgrelay.toml" .Values.sink.kind }}
