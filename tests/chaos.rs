@@ -7,7 +7,9 @@
 //! - `telegram_faults`: 429 storms with `retry_after`, nginx 502 pages, reset
 //!   connections, slow answers, a second poller (409); in webhook mode on the calls the
 //!   relay makes (setWebhook, getWebhookInfo);
-//! - `clean_restart`: SIGTERM and a new start, repeatedly.
+//! - `clean_restart`: SIGTERM and a new start, repeatedly;
+//! - `cluster`: three replicas sharing six bots, each fault a SIGKILL and restart or a
+//!   freeze past the lease (see `chaos/cluster.rs`).
 //!
 //! Every scenario is judged from outside (see `chaos/verdict.rs`): no update lost or
 //! altered, none confirmed to Telegram before the broker stored it, duplicates within
@@ -20,6 +22,11 @@
 //! updates. Each scenario writes its verdict row to `target/tmp/chaos/`. Scenarios run
 //! one at a time: they measure the relay's memory and CPU.
 
+#[path = "chaos/cluster.rs"]
+mod cluster;
+#[path = "cluster/harness.rs"]
+#[allow(dead_code)]
+mod cluster_harness;
 #[path = "chaos/harness.rs"]
 mod harness;
 mod support;
@@ -358,4 +365,37 @@ scenarios! {
     webhook_kafka_broker_outage: Webhook, Kafka, BrokerOutage;
     webhook_kafka_telegram_faults: Webhook, Kafka, TelegramFaults;
     webhook_kafka_clean_restart: Webhook, Kafka, CleanRestart;
+}
+
+/// Three replicas sharing six bots, with kills and freezes (`chaos/cluster.rs`).
+fn cluster_scenario(broker: BrokerKind) {
+    serially(async {
+        let verdict = cluster::run(broker, settings().kill_cycles).await;
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos");
+        std::fs::create_dir_all(&dir).unwrap();
+        let slug = format!("cluster_{}", broker.name());
+        std::fs::write(
+            dir.join(format!("{slug}.md")),
+            format!("{}\n", verdict.row()),
+        )
+        .unwrap();
+        eprintln!("{}\n{}", cluster::HEADER, verdict.row());
+        let failures = verdict.failures();
+        assert!(
+            failures.is_empty(),
+            "{} failed:\n- {}",
+            verdict.name,
+            failures.join("\n- ")
+        );
+    });
+}
+
+#[test]
+fn cluster_nats_kills_and_freezes() {
+    cluster_scenario(BrokerKind::Nats);
+}
+
+#[test]
+fn cluster_kafka_kills_and_freezes() {
+    cluster_scenario(BrokerKind::Kafka);
 }

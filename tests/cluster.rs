@@ -4,6 +4,7 @@
 //! frozen loses its bots to the others, and nothing is ever lost.
 
 #[path = "cluster/harness.rs"]
+#[allow(dead_code)]
 mod harness;
 mod support;
 

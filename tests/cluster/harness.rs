@@ -28,6 +28,9 @@ pub struct Replica {
 
 pub struct Cluster {
     pub broker: BrokerKind,
+    /// `cluster.lease_ttl` and each bot's `poll_timeout` of the replicas started next.
+    pub lease: Duration,
+    pub poll: Duration,
     pub api: Arc<FakeBotApi>,
     /// Bot name → token.
     pub bots: BTreeMap<String, String>,
@@ -57,6 +60,11 @@ impl Cluster {
         }
         Cluster {
             broker,
+            lease: match broker {
+                BrokerKind::Nats => LEASE,
+                BrokerKind::Kafka => KAFKA_LEASE,
+            },
+            poll: POLL,
             api,
             fed: Arc::new(std::sync::Mutex::new(
                 bots.keys().map(|b| (b.clone(), 0)).collect(),
@@ -93,7 +101,7 @@ impl Cluster {
             toml.push_str(&format!(
                 "[bots.{name}]\ntoken = \"{token}\"\napi_url = \"{}\"\npoll_timeout = \"{}s\"\n",
                 self.api.base_url(),
-                POLL.as_secs()
+                self.poll.as_secs()
             ));
         }
         toml
@@ -101,10 +109,7 @@ impl Cluster {
 
     /// The lease the replicas run with.
     pub fn lease(&self) -> Duration {
-        match self.broker {
-            BrokerKind::Nats => LEASE,
-            BrokerKind::Kafka => KAFKA_LEASE,
-        }
+        self.lease
     }
 
     /// Starts replica `i` (again, if it ran before) under the name `r<i>`.
@@ -230,6 +235,23 @@ impl Cluster {
         true
     }
 
+    /// How many updates were fed, over every bot.
+    pub fn fed_total(&self) -> usize {
+        self.fed.lock().unwrap().values().map(|n| *n as usize).sum()
+    }
+
+    /// NATS: when the stream stored the first copy of each update, by `ce-id`.
+    pub async fn stored_times(&self) -> std::collections::HashMap<String, std::time::SystemTime> {
+        let mut first = std::collections::HashMap::new();
+        for m in read_all(&jsupport::jetstream().await, &self.stream).await {
+            if let Some(id) = m.headers.get("ce-id") {
+                let at = first.entry(id.clone()).or_insert(m.stored_at);
+                *at = (*at).min(m.stored_at);
+            }
+        }
+        first
+    }
+
     /// Every fed update that is missing from the broker, as `<bot>:<update_id>`.
     pub async fn missing_from_broker(&self) -> Vec<String> {
         let ids: BTreeSet<String> = match self.broker {
@@ -286,6 +308,16 @@ impl Cluster {
             .flat_map(|t| self.api.calls(t))
             .filter(|c| c.method == "getUpdates" && c.status == 409 && c.at > since)
             .count()
+    }
+
+    /// When the first getUpdates of `bot` after `since` reached the fake.
+    pub fn first_poll_after(&self, bot: &str, since: Instant) -> Option<Instant> {
+        self.api
+            .calls(&self.bots[bot])
+            .iter()
+            .filter(|c| c.method == "getUpdates" && c.at > since)
+            .map(|c| c.at)
+            .min()
     }
 
     /// The longest a bot of `bots` went without a getUpdates arriving, within [from, to].
