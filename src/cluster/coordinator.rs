@@ -127,11 +127,18 @@ impl<S: Store> Coordinator<S> {
         // Heartbeats of replicas starting now have a moment to arrive before the first
         // plan, so a cold start does not give every bot to whoever came first.
         let first_plan = Instant::now() + self.config.renew_every();
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 Some(change) = changes.recv() => self.on_change(change).await,
                 _ = tick.tick() => {
+                    // This process was not running (frozen, starved): the others'
+                    // silence was not heard, only missed. Give each a fresh window.
+                    if last_tick.elapsed() > TICK * 4 {
+                        self.view.heard_everyone_now();
+                    }
+                    last_tick = Instant::now();
                     // Plan on the latest news: everything that arrived meanwhile first.
                     while let Ok(change) = changes.try_recv() {
                         self.on_change(change).await;

@@ -49,6 +49,15 @@ impl ClusterView {
             .collect()
     }
 
+    /// Counts every known replica as heard from now (after this replica itself was
+    /// not running, so that its own pause is not taken for theirs).
+    pub fn heard_everyone_now(&mut self) {
+        let now = Instant::now();
+        for seen in self.heartbeats.values_mut() {
+            *seen = now;
+        }
+    }
+
     pub fn revision(&self, bot: &str) -> u64 {
         self.owners.get(bot).map_or(0, |k| k.revision)
     }
