@@ -268,7 +268,10 @@ impl BringUp {
                 Ok((connected, ownership)) => {
                     connecting.connected(connected.sink);
                     if failures > 0 {
-                        tracing::info!(sink = self.config.sink.kind.name(), "the broker answers; starting the bots");
+                        tracing::info!(
+                            sink = self.config.sink.kind.name(),
+                            "the broker answers; starting the bots"
+                        );
                     }
                     return ownership;
                 }
@@ -277,9 +280,17 @@ impl BringUp {
                     let wait_ms = wait.as_millis() as u64;
                     // Loud once, then quieter: an outage at start logs like any other.
                     if failures == 0 {
-                        tracing::error!(error = format!("{e:#}"), wait_ms, "cannot reach the broker; not ready, retrying");
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            wait_ms,
+                            "cannot reach the broker; not ready, retrying"
+                        );
                     } else {
-                        tracing::warn!(error = format!("{e:#}"), wait_ms, "still cannot reach the broker");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            wait_ms,
+                            "still cannot reach the broker"
+                        );
                     }
                     failures += 1;
                     tokio::time::sleep(wait).await;

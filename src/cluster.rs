@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BotConfig, ClusterConfig, ClusterMode};
 use crate::lease::Lease;
-use crate::sink::Connected;
 use crate::metrics::Metrics;
+use crate::sink::Connected;
 use crate::supervisor::Supervisor;
 
 pub mod nats;

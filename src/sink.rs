@@ -89,7 +89,9 @@ pub async fn connect(
             }
         }
         SinkKind::Kafka => Connected {
-            sink: Arc::new(kafka::KafkaSink::connect(&config.kafka, config.envelope, routes).await?),
+            sink: Arc::new(
+                kafka::KafkaSink::connect(&config.kafka, config.envelope, routes).await?,
+            ),
             nats: None,
         },
     })

@@ -64,14 +64,21 @@ async fn waits_then_relays(
         tokio::time::sleep(Duration::from_millis(50)).await;
         waiting = readyz(admin).await;
     }
-    assert_eq!(waiting.0, 503, "not ready while the broker is away: {}", waiting.1);
+    assert_eq!(
+        waiting.0, 503,
+        "not ready while the broker is away: {}",
+        waiting.1
+    );
     assert!(waiting.1.contains("not ready"), "{}", waiting.1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!task.is_finished(), "an outage at start is no crash");
     assert_eq!(polls(api, token), 0, "nothing fetched without a broker");
 
     arrive.await;
-    assert!(api.wait_for_confirmed(token, 20, WAIT).await, "all relayed once it answers");
+    assert!(
+        api.wait_for_confirmed(token, 20, WAIT).await,
+        "all relayed once it answers"
+    );
     let (status, body) = readyz(admin).await;
     assert_eq!(status, 200, "{body}");
     shutdown.cancel();
@@ -102,10 +109,8 @@ async fn a_stream_created_after_the_relay_started_is_picked_up() {
     let token = token(760_002);
     api.add_bot(&token);
     let (stream, prefix) = (unique("LATE"), unique("late"));
-    let sink = jsupport::sink_toml(&stream, &prefix, "").replace(
-        "[sink.nats]\n",
-        "[sink.nats]\ncreate_stream = false\n",
-    );
+    let sink = jsupport::sink_toml(&stream, &prefix, "")
+        .replace("[sink.nats]\n", "[sink.nats]\ncreate_stream = false\n");
     let (cfg, admin) = relay_config(&api, &token, &sink);
     let js = jsupport::jetstream().await;
     waits_then_relays(&api, &token, cfg, &admin, async {

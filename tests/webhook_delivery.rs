@@ -60,10 +60,7 @@ async fn every_update_telegram_delivers_lands_in_jetstream_in_chat_order() {
         &jsupport::sink_toml(&stream, &prefix, ""),
     );
     let shutdown = CancellationToken::new();
-    let running = Relay::new(cfg)
-        .start(shutdown.clone())
-        .await
-        .unwrap();
+    let running = Relay::new(cfg).start(shutdown.clone()).await.unwrap();
     let task = tokio::spawn(running.wait());
     assert!(
         api.wait_for_confirmed(&token, 500, Duration::from_secs(60))
