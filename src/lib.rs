@@ -37,6 +37,7 @@ pub mod envelope;
 pub mod health;
 pub mod lease;
 pub mod metrics;
+pub mod outbound;
 pub mod preflight;
 pub mod route;
 pub mod secret;

@@ -1,0 +1,9 @@
+//! The Bot API gateway: services publish Bot API calls to the broker, and the owner
+//! replica of each bot executes them within Telegram's flood limits.
+
+pub mod config;
+pub mod limiter;
+pub mod methods;
+pub mod snapshot;
+
+pub use config::OutboundConfig;
