@@ -26,7 +26,7 @@ pub const JITTER_BUDGET: Duration = Duration::from_millis(40);
 const CATCH_UP: Duration = Duration::from_millis(1);
 
 /// A chat as a call names it: `chat_id` is an integer or an `@username`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChatKey {
     Id(i64),
     /// Lowercased, without the `@` (Telegram usernames are case-insensitive).
