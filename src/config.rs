@@ -14,6 +14,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::UpdateKind;
+use crate::outbound::OutboundConfig;
 use crate::secret::Secret;
 use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
@@ -40,6 +41,8 @@ pub struct Config {
     pub webhook: WebhookServerConfig,
     /// One relay owning every bot, or replicas sharing them through the broker.
     pub cluster: ClusterConfig,
+    /// Bot API calls that services publish to the broker, executed by each bot's owner.
+    pub outbound: OutboundConfig,
     /// On shutdown, how long in-flight publishes may take before the relay exits anyway
     /// (whatever is not confirmed by then is fetched again next time: duplicates, no loss).
     #[serde(with = "humantime_serde")]
@@ -57,6 +60,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             webhook: WebhookServerConfig::default(),
             cluster: ClusterConfig::default(),
+            outbound: OutboundConfig::default(),
             drain_timeout: Duration::from_secs(20),
             worker_threads: 0,
         }
@@ -241,6 +245,7 @@ impl Config {
         extract!(admin, "admin");
         extract!(webhook, "webhook");
         extract!(cluster, "cluster");
+        extract!(outbound, "outbound");
         extract!(worker_threads, "worker_threads");
         match figment.extract_inner::<Humantime>("drain_timeout") {
             Ok(Humantime(d)) => config.drain_timeout = d,
@@ -272,6 +277,7 @@ impl Config {
             "admin",
             "webhook",
             "cluster",
+            "outbound",
             "drain_timeout",
             "worker_threads",
         ];

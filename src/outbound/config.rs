@@ -55,11 +55,11 @@ pub struct OutboundConfig {
     pub bot_rate: f64,
     /// Per-bot `bot_rate`, by bot name: `[outbound.bot_rates] news = 1000`.
     pub bot_rates: BTreeMap<String, f64>,
-    /// Messages per second in one private chat (Telegram: one), counted from the
-    /// previous message's answer.
-    pub private_chat_rate: f64,
-    /// Messages per minute in one group, supergroup or channel (Telegram: 20); one per
-    /// second at most as well.
+    /// Messages per second in one chat, any chat (Telegram: one), each counted from
+    /// the answer to the chat's previous message.
+    pub chat_rate: f64,
+    /// Messages per minute in one group, supergroup or channel (Telegram: 20), on top
+    /// of `chat_rate`.
     pub group_chat_rate: f64,
     /// Methods executed: names or families (`send*`), matched case-insensitively as
     /// Telegram does. getUpdates, setWebhook, deleteWebhook, logOut and close are
@@ -98,7 +98,7 @@ impl Default for OutboundConfig {
             group: "tgrelay-out.{bot}".into(),
             bot_rate: 30.0,
             bot_rates: BTreeMap::new(),
-            private_chat_rate: 1.0,
+            chat_rate: 1.0,
             group_chat_rate: 20.0,
             allow: methods::DEFAULT_ALLOW
                 .iter()
@@ -150,7 +150,7 @@ impl OutboundConfig {
         }
         let rates = [
             ("bot_rate", self.bot_rate),
-            ("private_chat_rate", self.private_chat_rate),
+            ("chat_rate", self.chat_rate),
             ("group_chat_rate", self.group_chat_rate),
         ];
         for (key, rate) in rates {
