@@ -9,8 +9,8 @@
 //!
 //! Modules: [`config`] and [`methods`] say what runs; [`call`] reads a call and shapes
 //! its result; [`limiter`] and [`snapshot`] keep the flood limits, across owners too;
-//! [`executor`] runs one bot's calls; [`nats`] is the broker's side of [`broker`]'s
-//! traits; [`recent`] answers a repeated call from memory.
+//! [`executor`] runs one bot's calls; [`nats`] and [`kafka`] are the brokers' sides of
+//! [`broker`]'s traits; [`recent`] answers a repeated call from memory.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::route::RouteTemplate;
-use crate::sink::Connected;
+use crate::sink::{Connected, SinkKind};
 use crate::source::BotContext;
 
 pub mod broker;
 pub mod call;
 pub mod config;
 pub mod executor;
+pub mod kafka;
 pub mod limiter;
 pub mod methods;
 pub mod metrics;
@@ -62,6 +63,7 @@ pub struct Outbound {
 
 enum Broker {
     Nats(Box<nats::NatsOutbound>),
+    Kafka(kafka::KafkaOutbound),
 }
 
 /// One bot's side of the broker: where its calls come from and results go.
@@ -89,9 +91,15 @@ impl Outbound {
         }
         let broker = match (&connected.nats, config.sink.kind) {
             (Some(js), _) => Broker::Nats(Box::new(nats::NatsOutbound::connect(js, out).await?)),
-            _ => anyhow::bail!(
-                "outbound calls on Kafka are not available yet; use sink.kind = \"nats\""
-            ),
+            (None, SinkKind::Kafka) => {
+                let bots: Vec<(String, u64)> = config
+                    .bots
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.bot_id()))
+                    .collect();
+                Broker::Kafka(kafka::KafkaOutbound::connect(&config.sink.kafka, out, &bots).await?)
+            }
+            _ => anyhow::bail!("outbound calls need sink.kind = \"nats\" or \"kafka\""),
         };
         Ok(Some(Arc::new(Outbound {
             config: out.clone(),
@@ -153,6 +161,21 @@ impl Outbound {
                     close: futures::future::ready(()).boxed(),
                 })
             }
+            Broker::Kafka(k) => match k.bot(bot, render(&self.config.group), own_route) {
+                Ok((intake, memory)) => {
+                    let intake = Arc::new(intake);
+                    Some(BotSide {
+                        results: k.results(),
+                        store: memory,
+                        intake: Arc::clone(&intake).run(tx, stop.clone()).boxed(),
+                        close: async move { intake.close().await }.boxed(),
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(%bot, error = %e, "cannot create the outbound calls' consumer");
+                    None
+                }
+            },
         }
     }
 
