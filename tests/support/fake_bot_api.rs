@@ -37,9 +37,13 @@ use tokio::time::Instant;
 
 #[path = "fake_webhook.rs"]
 mod delivery;
+#[path = "fake_sends.rs"]
+mod sends;
 
 use delivery::{chat_of, HookConfig, Progress, WebhookState};
 pub use delivery::{Delivery, WebhookTiming};
+#[allow(unused_imports)]
+pub use sends::{FloodLimits, Sends, Sent};
 
 /// Kinds Telegram leaves out unless a bot asks for them (getUpdates, `allowed_updates`).
 const DEFAULT_EXCLUDED: [&str; 3] = ["chat_member", "message_reaction", "message_reaction_count"];
@@ -261,6 +265,11 @@ impl FakeBotApi {
         }
     }
 
+    /// The sending side: sendMessage and friends, their record and flood limits.
+    pub fn sends(&self) -> &Sends {
+        &self.shared.sends
+    }
+
     /// Stops the server and closes its connections (the same as dropping it).
     pub fn shutdown(self) {
         drop(self);
@@ -293,6 +302,7 @@ impl Drop for FakeBotApi {
 struct Shared {
     state: Mutex<State>,
     connections: Mutex<Vec<Killer>>,
+    sends: Sends,
 }
 
 #[derive(Default)]
@@ -516,6 +526,7 @@ impl Shared {
         params: &Map<String, Value>,
         conn: &Killer,
     ) -> Reply {
+        let named = method;
         let method = method.to_ascii_lowercase();
         let Some((bot_id, fault)) = self.with_bot(token, |bot| {
             let fault = bot.faults.get_mut(&method).and_then(VecDeque::pop_front);
@@ -535,7 +546,10 @@ impl Shared {
             "setwebhook" => self.set_webhook(token, params),
             "deletewebhook" => self.delete_webhook(token, params),
             "getwebhookinfo" => self.webhook_info(token),
-            _ => Reply::error(404, "Not Found"),
+            _ => self
+                .sends
+                .answer(token, bot_id, named, params)
+                .unwrap_or_else(|| Reply::error(404, "Not Found")),
         }
     }
 
