@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use super::*;
 use crate::outbound::broker::{Delivery, LimitsStore, PublishError, Results};
+use crate::outbound::call::Reply;
 use crate::outbound::call::Request;
 use crate::secret::Secret;
+use bytes::Bytes;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
