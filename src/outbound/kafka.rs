@@ -1,7 +1,7 @@
-//! The gateway on Kafka: each bot's calls on a topic of their own, read by a consumer
-//! group of the bot's own that only its owner joins; results produced like updates
-//! (idempotent, `acks=all`, awaited); the limiter's memory and the partitions'
-//! progress in a record on `<calls topic>.limits` (see `memory`).
+//! The gateway on Kafka: each bot's calls on a topic of their own, read by the bot's
+//! owner alone, its offsets kept under a consumer group of the bot's own; results
+//! produced like updates (idempotent, `acks=all`, awaited); the limiter's memory and
+//! the partitions' progress in a record on `<calls topic>.limits` (see `memory`).
 //!
 //! Offsets are committed only up to the oldest call not yet done (rdkafka's
 //! at-least-once pattern), so a crash runs again what was not finished; what was
@@ -110,9 +110,6 @@ impl KafkaOutbound {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            // Liveness is the session's heartbeat; a full executor stops polling on purpose.
-            .set("max.poll.interval.ms", "86400000")
             .set("queued.max.messages.kbytes", "8192");
         config
     }

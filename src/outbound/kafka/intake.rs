@@ -1,26 +1,37 @@
-//! One bot's calls from its topic, through the bot's consumer group: taken only as
-//! far as the executor has room, each partition's offset committed up to its oldest
-//! call not yet done, and the progress above it written to the bot's memory record.
+//! One bot's calls from its topic: the owner reads every partition itself, from the
+//! offsets committed under the bot's consumer group, fetching only while the
+//! executor has room (the partitions paused otherwise); each partition's offset is
+//! committed up to its oldest call not yet done, and the progress above it written
+//! to the bot's memory record.
+//!
+//! The group keeps offsets only; nobody joins it. Ownership already says who reads
+//! (see `cluster`), and a group would make a new owner wait for the old member's
+//! session to time out, or longer (a broker keeping a dead member as its leader).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::memory::KafkaMemory;
+use crate::backoff::Backoff;
 use crate::outbound::broker::{Delivery, Taken};
 use crate::outbound::call::{Request, METHOD, REPLY_TO, REQUEST_ID};
 
-/// How often offsets are committed and progress written, while it changes.
-const COMMIT_EVERY: Duration = Duration::from_secs(1);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often offsets are committed and progress written, while it changes: what a
+/// crash makes the next owner send again is what finished since.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 pub struct KafkaIntake {
     consumer: Arc<StreamConsumer>,
@@ -54,45 +65,109 @@ impl KafkaIntake {
             _ = stop.cancelled() => return,
             _ = self.memory.loaded() => {}
         }
-        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
-            tracing::error!(bot = %self.bot, topic = %self.topic, error = %e, "cannot subscribe to the outbound calls");
-            return;
+        let mut failures = 0;
+        while let Err(e) = self.assign().await {
+            if failures % 10 == 0 {
+                tracing::warn!(bot = %self.bot, topic = %self.topic, error = %e, "cannot read the outbound calls' partitions; retrying");
+            }
+            let wait = Backoff::DEFAULT.next_delay(failures.min(6));
+            failures += 1;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
         let mut tick = tokio::time::interval(COMMIT_EVERY);
+        // Calls read while the executor had no room (the partitions are paused then,
+        // so only the odd straggler).
+        let mut overflow: VecDeque<Taken> = VecDeque::new();
+        let mut paused = false;
         loop {
-            if tx.capacity() == 0 {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => self.commit(false).await,
-                    permit = tx.reserve() => match permit {
-                        Ok(permit) => drop(permit),
-                        Err(_) => break,
-                    },
+            while let Some(taken) = overflow.pop_front() {
+                match tx.try_send(taken) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(taken)) => {
+                        overflow.push_front(taken);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => return,
                 }
-                continue;
             }
+            let full = !overflow.is_empty() || tx.capacity() == 0;
+            self.hold(full, &mut paused);
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => self.commit(false).await,
+                permit = tx.reserve(), if full => match permit {
+                    Ok(permit) => drop(permit),
+                    Err(_) => break,
+                },
+                // Read even when full: what was fetched before the pause lands in overflow.
                 message = self.consumer.recv() => match message {
-                    Ok(message) => {
-                        if let Some(taken) = self.taken(&message) {
-                            let _ = tx.try_send(taken);
-                        }
-                    }
+                    Ok(message) => overflow.extend(self.taken(&message)),
                     Err(e) => {
                         tracing::warn!(bot = %self.bot, error = %e, "reading outbound calls failed; retrying");
-                        tokio::time::sleep(COMMIT_EVERY).await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
             }
         }
     }
 
-    /// After the executor stopped: commits what is done and leaves the group.
+    /// Pauses fetching while the executor is full (again each time: a rebalance
+    /// assigns partitions unpaused), resumes it once not.
+    fn hold(&self, full: bool, paused: &mut bool) {
+        if !full && !*paused {
+            return;
+        }
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let _ = if full {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        *paused = full;
+    }
+
+    /// After the executor stopped: commits what is done.
     pub async fn close(&self) {
         self.commit(true).await;
-        self.consumer.unsubscribe();
+        let _ = self.consumer.unassign();
+    }
+
+    /// Reads every partition of the topic from its committed offset (the first one
+    /// when none is).
+    async fn assign(&self) -> Result<(), KafkaError> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic), METADATA_TIMEOUT)?;
+            let mut partitions = TopicPartitionList::new();
+            for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                partitions.add_partition(&topic, p.id());
+            }
+            if partitions.count() == 0 {
+                return Err(KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::UnknownTopicOrPartition,
+                ));
+            }
+            let mut committed = consumer.committed_offsets(partitions, METADATA_TIMEOUT)?;
+            let positions: Vec<(i32, Offset)> = committed
+                .elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset()))
+                .collect();
+            for (partition, offset) in positions {
+                if !matches!(offset, Offset::Offset(_)) {
+                    committed.set_partition_offset(&topic, partition, Offset::Beginning)?;
+                }
+            }
+            consumer.assign(&committed)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
     }
 
     fn taken(&self, message: &BorrowedMessage<'_>) -> Option<Taken> {
