@@ -23,9 +23,11 @@ pub const PHANTOMS: usize = 3;
 /// Clocks of two replicas may differ this much; times read back are moved this much
 /// later, which only makes the limits stricter.
 const CLOCK_MARGIN: Duration = Duration::from_millis(100);
-/// More chats than this are not saved (the oldest are left out, and the snapshot is
-/// read as if from a crash).
-const MAX_CHATS: usize = 50_000;
+/// A saved snapshot stays under this size (a NATS message is 1 MiB at most by
+/// default): chats beyond it are left out, the least recent first, and the snapshot
+/// is then read as if from a crash. At 30 calls a second a bot has at most 1,800
+/// chats with a limit running, far below it.
+const MAX_BYTES: usize = 512 * 1024;
 
 /// The saved form: times in Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,18 +86,32 @@ impl Clock {
 }
 
 impl Snapshot {
-    /// What `limiter` must pass on; `last` when nothing will be sent after it.
-    pub fn of(limiter: &Limiter, clock: Clock, last: bool) -> Snapshot {
+    /// What `limiter` must pass on, as JSON of at most `MAX_BYTES`; `last` when
+    /// nothing will be sent after it.
+    pub fn save(limiter: &Limiter, clock: Clock, last: bool) -> Vec<u8> {
+        let mut max_chats = usize::MAX;
+        loop {
+            let snapshot = Snapshot::of(limiter, clock, last, max_chats);
+            let bytes = serde_json::to_vec(&snapshot).expect("a snapshot serializes");
+            if bytes.len() <= MAX_BYTES || snapshot.chats.is_empty() {
+                return bytes;
+            }
+            max_chats = snapshot.chats.len() / 2;
+        }
+    }
+
+    /// What `limiter` must pass on, at most `max_chats` chats of it.
+    fn of(limiter: &Limiter, clock: Clock, last: bool, max_chats: usize) -> Snapshot {
         let limits = limiter.limits();
         let mut live: Vec<(&ChatKey, &ChatMemory)> = limiter
             .chats
             .iter()
             .filter(|(chat, m)| !is_idle(chat, m, limits, clock.now))
             .collect();
-        let truncated = live.len() > MAX_CHATS;
+        let truncated = live.len() > max_chats;
         if truncated {
             live.sort_by_key(|(_, m)| std::cmp::Reverse(m.answers.back().copied()));
-            live.truncate(MAX_CHATS);
+            live.truncate(max_chats);
         }
         let ms = |at: Instant| clock.to_unix_ms(at);
         Snapshot {
@@ -178,10 +194,9 @@ mod tests {
             now: clock.now + Duration::from_secs(20),
             unix: clock.unix + Duration::from_secs(20),
         };
-        let saved = Snapshot::of(&old, later, true);
-        let text = serde_json::to_vec(&saved).unwrap();
+        let text = Snapshot::save(&old, later, true);
         let read: Snapshot = serde_json::from_slice(&text).unwrap();
-        assert_eq!(read, saved);
+        assert_eq!(read, Snapshot::of(&old, later, true, usize::MAX));
 
         let new = read.restore(limits(), later);
         let margin = CLOCK_MARGIN + Duration::from_millis(1);
@@ -220,6 +235,7 @@ mod tests {
                 unix: clock.unix + Duration::from_secs(10),
             },
             false,
+            usize::MAX,
         );
         let start = Clock {
             now: clock.now + Duration::from_secs(15),
@@ -244,6 +260,22 @@ mod tests {
             count_until(&mut new, &unknown, start.now + Duration::from_secs(59)),
             20 - PHANTOMS
         );
+    }
+
+    #[test]
+    fn a_snapshot_too_large_keeps_the_latest_chats_and_reads_as_after_a_crash() {
+        let clock = Clock::current();
+        let mut limiter = Limiter::new(limits());
+        for chat in 0..40_000 {
+            let at = clock.now + Duration::from_micros(chat as u64);
+            limiter.answered(&ChatKey::Id(-1_000_000_000_000 - chat), at);
+        }
+        let bytes = Snapshot::save(&limiter, clock, true);
+        assert!(bytes.len() <= MAX_BYTES, "{}", bytes.len());
+        let read: Snapshot = serde_json::from_slice(&bytes).unwrap();
+        assert!(!read.last && !read.chats.is_empty());
+        let newest = (-1_000_000_000_000i64 - 39_999).to_string();
+        assert!(read.chats.iter().any(|c| c.chat == newest));
     }
 
     #[test]

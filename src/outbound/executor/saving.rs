@@ -68,8 +68,7 @@ impl Saving {
         if self.dirty_since.is_none() || self.in_progress.is_some() {
             return;
         }
-        let bytes = serde_json::to_vec(&Snapshot::of(limiter, Clock::current(), false))
-            .expect("a snapshot serializes");
+        let bytes = Snapshot::save(limiter, Clock::current(), false);
         let store = Arc::clone(&self.store);
         self.dirty_during_save = None;
         self.in_progress = Some(tokio::spawn(async move { store.save(bytes).await }));
@@ -111,8 +110,7 @@ impl Saving {
         if let Some(task) = self.in_progress.take() {
             let _ = task.await;
         }
-        let bytes = serde_json::to_vec(&Snapshot::of(limiter, Clock::current(), true))
-            .expect("a snapshot serializes");
+        let bytes = Snapshot::save(limiter, Clock::current(), true);
         if let Err(error) = self.store.save(bytes).await {
             tracing::warn!(bot = %self.bot, %error, "could not save the flood-limit memory at stop; the next owner starts cautiously");
         }
