@@ -56,81 +56,112 @@ async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Two replicas sharing one bot, the first its owner.
+struct Pair {
+    api: FakeBotApi,
+    token: String,
+    prefix: String,
+    admins: [String; 2],
+    first: RelayProcess,
+    second: RelayProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Pair {
+    async fn start(bot_id: u64) -> Pair {
+        let api = FakeBotApi::start().await;
+        let token = token(bot_id);
+        api.add_bot(&token);
+        api.sends().set_limits(gateway::fast_limits());
+        let prefix = nats::unique("gwkill");
+        let dir = tempfile::tempdir().unwrap();
+        let admins = [
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        let toml =
+            |instance: &str, admin: &str| replica_toml(&api, &token, &prefix, instance, admin);
+        let first = RelayProcess::spawn(dir.path(), "a", &toml("a", &admins[0]), &[]);
+        wait_for("replica a owns the bot", 30, async || {
+            owns(&admins[0]).await
+        })
+        .await;
+        let second = RelayProcess::spawn(dir.path(), "b", &toml("b", &admins[1]), &[]);
+        wait_for("both replicas see each other", 30, async || {
+            scrape(&admins[1], "tgrelay_cluster_members").await == 2.0
+        })
+        .await;
+        assert!(!owns(&admins[1]).await, "the bot stays with its owner");
+        Pair {
+            api,
+            token,
+            prefix,
+            admins,
+            first,
+            second,
+            _dir: dir,
+        }
+    }
+
+    /// Floods calls, does `to_owner` to the first replica once a quarter of them was
+    /// sent, and reads every result; returns the calls (sent twice, answered twice).
+    async fn flood(self, to_owner: impl AsyncFnOnce(RelayProcess)) -> (usize, usize) {
+        let js = nats::jetstream().await;
+        let plan = gateway::plan("kill", 60, 40, 20, 4);
+        let total: usize = plan.iter().map(Vec::len).sum();
+        let subject = format!("{}-out.main", self.prefix);
+        let producers: Vec<_> = plan
+            .iter()
+            .cloned()
+            .map(|calls| tokio::spawn(gateway::publish_nats(js.clone(), subject.clone(), calls)))
+            .collect();
+        wait_for("a quarter of the calls sent", 60, async || {
+            self.api.sends().sent(&self.token).len() >= total / 4
+        })
+        .await;
+        to_owner(self.first).await;
+        for producer in producers {
+            producer.await.unwrap();
+        }
+        let results = format!("{}-out.main.results", self.prefix);
+        let stream = format!("{}_OUT", self.prefix);
+        let answers =
+            gateway::results_nats(&js, &stream, &results, total, Duration::from_secs(120)).await;
+        assert!(owns(&self.admins[1]).await, "replica b took the bot over");
+        let answered_twice = gateway::check_results(&plan, &answers);
+        let sent_twice = gateway::check_sent(&self.api, &self.token, &plan);
+        self.second.terminate().await;
+        for stream in ["OUT", "OUT_LIMITS", "UPD"] {
+            nats::delete_stream(&js, &format!("{}_{stream}", self.prefix)).await;
+        }
+        for bucket in ["members", "owners"] {
+            let _ = js
+                .delete_key_value(format!("{}-{bucket}", self.prefix))
+                .await;
+        }
+        eprintln!("{total} calls; sent twice: {sent_twice}; answered twice: {answered_twice}");
+        (sent_twice, answered_twice)
+    }
+}
+
 #[tokio::test]
 async fn a_killed_owner_loses_no_call_and_repeats_only_what_it_had_with_telegram() {
-    let api = FakeBotApi::start().await;
-    let token = token(8301);
-    api.add_bot(&token);
-    api.sends().set_limits(gateway::fast_limits());
-    let prefix = nats::unique("gwkill");
-    let dir = tempfile::tempdir().unwrap();
-    let admins = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let first = RelayProcess::spawn(
-        dir.path(),
-        "a",
-        &replica_toml(&api, &token, &prefix, "a", &admins[0]),
-        &[],
-    );
-    wait_for("replica a owns the bot", 30, async || {
-        owns(&admins[0]).await
-    })
-    .await;
-    let second = RelayProcess::spawn(
-        dir.path(),
-        "b",
-        &replica_toml(&api, &token, &prefix, "b", &admins[1]),
-        &[],
-    );
-    wait_for("both replicas see each other", 30, async || {
-        scrape(&admins[1], "tgrelay_cluster_members").await == 2.0
-    })
-    .await;
-    assert!(!owns(&admins[1]).await, "the bot stays with its owner");
-
-    let js = nats::jetstream().await;
-    let plan = gateway::plan("kill", 60, 40, 20, 4);
-    let total: usize = plan.iter().map(Vec::len).sum();
-    let subject = format!("{prefix}-out.main");
-    let producers: Vec<_> = plan
-        .iter()
-        .cloned()
-        .map(|calls| tokio::spawn(gateway::publish_nats(js.clone(), subject.clone(), calls)))
-        .collect();
-    wait_for("a quarter of the calls sent", 60, async || {
-        api.sends().sent(&token).len() >= total / 4
-    })
-    .await;
-    first.kill();
-    for producer in producers {
-        producer.await.unwrap();
-    }
-    let results = format!("{prefix}-out.main.results");
-    let answers = gateway::results_nats(
-        &js,
-        &format!("{prefix}_OUT"),
-        &results,
-        total,
-        Duration::from_secs(120),
-    )
-    .await;
-    assert!(owns(&admins[1]).await, "replica b took the bot over");
-
-    let answered_twice = gateway::check_results(&plan, &answers);
-    let sent_twice = gateway::check_sent(&api, &token, &plan);
+    let pair = Pair::start(8301).await;
+    let (sent_twice, answered_twice) = pair.flood(async |owner| owner.kill()).await;
     assert!(sent_twice <= CONCURRENCY, "{sent_twice} calls sent twice");
     assert!(
         answered_twice <= CONCURRENCY,
         "{answered_twice} calls answered twice"
     );
-    second.terminate().await;
-    for stream in ["OUT", "OUT_LIMITS", "UPD"] {
-        nats::delete_stream(&js, &format!("{prefix}_{stream}")).await;
-    }
-    for bucket in ["members", "owners"] {
-        let _ = js.delete_key_value(format!("{prefix}-{bucket}")).await;
-    }
-    eprintln!("{total} calls; sent twice: {sent_twice}; answered twice: {answered_twice}");
+}
+
+#[tokio::test]
+async fn an_owner_stopped_cleanly_hands_over_without_repeating_anything() {
+    let pair = Pair::start(8302).await;
+    let (sent_twice, answered_twice) = pair
+        .flood(async |owner| {
+            assert!(owner.terminate().await.success());
+        })
+        .await;
+    assert_eq!((sent_twice, answered_twice), (0, 0));
 }
