@@ -1,14 +1,13 @@
 //! One bot's calls from its topic: the owner reads every partition itself, from the
-//! offsets committed under the bot's consumer group, fetching only while the
-//! executor has room (the partitions paused otherwise); each partition's offset is
-//! committed up to its oldest call not yet done, and the progress above it written
-//! to the bot's memory record.
+//! offsets committed under the bot's consumer group, and only while the executor
+//! has room; each partition's offset is committed up to its oldest call not yet
+//! done, and the progress above it written to the bot's memory record.
 //!
 //! The group keeps offsets only; nobody joins it. Ownership already says who reads
 //! (see `cluster`), and a group would make a new owner wait for the old member's
 //! session to time out, or longer (a broker keeping a dead member as its leader).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +18,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::memory::KafkaMemory;
@@ -40,6 +38,8 @@ pub struct KafkaIntake {
     memory: Arc<KafkaMemory>,
     /// Commit points last committed, by partition.
     committed: Mutex<BTreeMap<i32, i64>>,
+    /// `Offsets::changes` when the progress was last written.
+    written: Mutex<u64>,
 }
 
 impl KafkaIntake {
@@ -55,6 +55,7 @@ impl KafkaIntake {
             topic,
             memory,
             committed: Mutex::new(BTreeMap::new()),
+            written: Mutex::new(0),
         })
     }
 
@@ -78,33 +79,30 @@ impl KafkaIntake {
             }
         }
         let mut tick = tokio::time::interval(COMMIT_EVERY);
-        // Calls read while the executor had no room (the partitions are paused then,
-        // so only the odd straggler).
-        let mut overflow: VecDeque<Taken> = VecDeque::new();
-        let mut paused = false;
         loop {
-            while let Some(taken) = overflow.pop_front() {
-                match tx.try_send(taken) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(taken)) => {
-                        overflow.push_front(taken);
-                        break;
-                    }
-                    Err(TrySendError::Closed(_)) => return,
+            // With no room, nothing is read: librdkafka fetches ahead up to its queue
+            // limit, then waits. (Pausing the partitions instead makes it fetch again
+            // from a position of its own: calls came twice, or never.)
+            if tx.capacity() == 0 {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => self.commit(false).await,
+                    permit = tx.reserve() => match permit {
+                        Ok(permit) => drop(permit),
+                        Err(_) => break,
+                    },
                 }
+                continue;
             }
-            let full = !overflow.is_empty() || tx.capacity() == 0;
-            self.hold(full, &mut paused);
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => self.commit(false).await,
-                permit = tx.reserve(), if full => match permit {
-                    Ok(permit) => drop(permit),
-                    Err(_) => break,
-                },
-                // Read even when full: what was fetched before the pause lands in overflow.
                 message = self.consumer.recv() => match message {
-                    Ok(message) => overflow.extend(self.taken(&message)),
+                    Ok(message) => {
+                        if let Some(taken) = self.taken(&message) {
+                            let _ = tx.try_send(taken);
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(bot = %self.bot, error = %e, "reading outbound calls failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -112,23 +110,6 @@ impl KafkaIntake {
                 },
             }
         }
-    }
-
-    /// Pauses fetching while the executor is full (again each time: a rebalance
-    /// assigns partitions unpaused), resumes it once not.
-    fn hold(&self, full: bool, paused: &mut bool) {
-        if !full && !*paused {
-            return;
-        }
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
-        };
-        let _ = if full {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        };
-        *paused = full;
     }
 
     /// After the executor stopped: commits what is done.
@@ -205,9 +186,13 @@ impl KafkaIntake {
         Some(Taken { request, delivery })
     }
 
-    /// Commits each partition's commit point that moved, and writes the progress.
+    /// Writes the progress when it changed (calls done above a commit point too), and
+    /// commits each partition's commit point that moved.
     async fn commit(&self, last: bool) {
-        let points = self.memory.offsets.lock().unwrap().commit_points();
+        let (points, changes) = {
+            let offsets = self.memory.offsets.lock().unwrap();
+            (offsets.commit_points(), offsets.changes())
+        };
         let moved: BTreeMap<i32, i64> = {
             let committed = self.committed.lock().unwrap();
             points
@@ -215,11 +200,14 @@ impl KafkaIntake {
                 .filter(|(p, o)| committed.get(p) != Some(o))
                 .collect()
         };
-        if moved.is_empty() && !last {
-            return;
-        }
-        if let Err(e) = self.memory.write().await {
-            tracing::warn!(bot = %self.bot, error = %e, "writing the outbound progress failed");
+        let news = *self.written.lock().unwrap() != changes;
+        if news || last {
+            match self.memory.write().await {
+                Ok(()) => *self.written.lock().unwrap() = changes,
+                Err(e) => {
+                    tracing::warn!(bot = %self.bot, error = %e, "writing the outbound progress failed")
+                }
+            }
         }
         if moved.is_empty() {
             return;

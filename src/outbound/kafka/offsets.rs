@@ -42,11 +42,14 @@ pub struct Progress {
 #[derive(Debug, Default)]
 pub struct Offsets {
     partitions: BTreeMap<i32, Partition>,
+    /// Bumped by every change, so a writer knows whether there is news to write.
+    changes: u64,
 }
 
 impl Offsets {
     /// A call was taken; false when a previous owner already did it (skip it).
     pub fn taken(&mut self, partition: i32, offset: i64) -> bool {
+        self.changes += 1;
         let p = self.partitions.entry(partition).or_default();
         p.next = p.next.max(offset + 1);
         if p.skip.remove(&offset) {
@@ -60,12 +63,18 @@ impl Offsets {
 
     /// A taken call is done (its result published).
     pub fn done(&mut self, partition: i32, offset: i64) {
+        self.changes += 1;
         if let Some(p) = self.partitions.get_mut(&partition) {
             if p.outstanding.remove(&offset) {
                 p.done.insert(offset);
                 p.tidy();
             }
         }
+    }
+
+    /// A count that moves whenever anything here changed.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// What Kafka may be told: each partition's commit point.
