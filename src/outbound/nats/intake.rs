@@ -121,6 +121,7 @@ impl NatsIntake {
             .map_err(|e| e.to_string())
     }
 
+    /// Pulls until stopped or failed; calls still held back then are given back, in order.
     async fn pull(
         &self,
         mut consumer: PullConsumer,
@@ -141,17 +142,35 @@ impl NatsIntake {
         if let Some(b) = &barrier {
             tracing::info!(bot = %self.bot, due = b.due, upto = b.upto, "calls of a previous owner are due back; every call waits for them");
         }
+        let ended = self.pull_held(consumer, tx, stop, &mut barrier).await;
+        for taken in barrier.into_iter().flat_map(|b| b.waiting.into_values()) {
+            taken.delivery.release().await;
+        }
+        ended
+    }
+
+    async fn pull_held(
+        &self,
+        consumer: PullConsumer,
+        tx: &mpsc::Sender<Taken>,
+        stop: &CancellationToken,
+        barrier: &mut Option<Barrier>,
+    ) -> Ended {
         loop {
-            if let Some(b) = &mut barrier {
-                if b.lifted() {
-                    tracing::info!(bot = %self.bot, back = b.back.len(), due = b.due, "handing on the calls held back, in order");
-                    for taken in std::mem::take(&mut b.waiting).into_values() {
-                        if tx.send(taken).await.is_err() {
-                            return Ended::Stopped;
-                        }
-                    }
-                    barrier = None;
+            if let Some(b) = barrier.as_mut().filter(|b| b.lifted()) {
+                tracing::info!(bot = %self.bot, back = b.back.len(), due = b.due, "handing on the calls held back, in order");
+                while let Some((seq, taken)) = b.waiting.pop_first() {
+                    let permit = tokio::select! {
+                        _ = stop.cancelled() => None,
+                        permit = tx.reserve() => permit.ok(),
+                    };
+                    let Some(permit) = permit else {
+                        b.waiting.insert(seq, taken);
+                        return Ended::Stopped;
+                    };
+                    permit.send(taken);
                 }
+                *barrier = None;
             }
             let waiting = barrier.as_ref().map_or(0, |b| b.waiting.len());
             let room = tx
@@ -197,7 +216,7 @@ impl NatsIntake {
                 let Some((seq, taken)) = self.taken(message) else {
                     continue;
                 };
-                match &mut barrier {
+                match barrier.as_mut() {
                     Some(b) => b.hold(seq, taken),
                     None => {
                         if tx.try_send(taken).is_err() {
