@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use support::fake_bot_api::FakeBotApi;
+use support::fake_bot_api::{FakeBotApi, Fault};
 use support::gateway::{self, Call};
 use support::{nats, relay};
 use tgrelay::app::Relay;
@@ -255,5 +255,54 @@ async fn a_service_waiting_on_its_own_subject_gets_its_answer_there() {
         Some("sendMessage")
     );
     assert!(answer.headers["ce-id"].starts_with("8104:"), "{answer:?}");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_5xx_is_tried_again_a_400_is_final_and_the_token_stays_off_the_broker() {
+    let setup = Setup::start(8105).await;
+    for _ in 0..2 {
+        setup
+            .api
+            .inject_on(&setup.token, "sendMessage", Fault::InternalError);
+    }
+    // One call at a time, so that the first takes both 500s.
+    setup
+        .publish("sendMessage", r#"{"chat_id":5,"text":"again"}"#, "t1", None)
+        .await;
+    let first = setup.results(1).await;
+    let again = &first[0].body;
+    assert_eq!(
+        again["result"]["text"], "again",
+        "the third attempt went through"
+    );
+    setup
+        .publish("sendMessage", r#"{"chat_id":6,"text":""}"#, "t2", None)
+        .await;
+    let second = setup.results(1).await;
+    let bad = &second[0].body;
+    assert_eq!(
+        (bad["ok"].as_bool(), bad["error_code"].as_i64()),
+        (Some(false), Some(400))
+    );
+    assert_eq!(
+        bad["description"], "Bad Request: message text is empty",
+        "Telegram's own answer, once"
+    );
+    let texts: Vec<String> = setup
+        .api
+        .calls(&setup.token)
+        .iter()
+        .map(|c| c.method.clone())
+        .collect();
+    assert_eq!(
+        texts.iter().filter(|m| *m == "sendMessage").count(),
+        4,
+        "{texts:?}"
+    );
+    let token_id = setup.token.split_once(':').unwrap().1;
+    for answer in first.iter().chain(&second) {
+        assert!(!format!("{answer:?}").contains(token_id), "{answer:?}");
+    }
     setup.stop().await;
 }

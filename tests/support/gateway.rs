@@ -102,7 +102,8 @@ pub async fn publish_nats(js: jetstream::Context, subject: String, calls: Vec<Ca
 }
 
 /// Reads (and acknowledges) results on `subject` of `stream` until `count` came or
-/// `within` passed.
+/// `within` passed, with a consumer of its own, deleted afterwards (a work-queue stream
+/// refuses a second consumer on the same subjects).
 pub async fn results_nats(
     js: &jetstream::Context,
     stream: &str,
@@ -111,8 +112,10 @@ pub async fn results_nats(
     within: Duration,
 ) -> Vec<Answer> {
     let stream = js.get_stream(stream).await.expect("the calls' stream");
+    let name = super::nats::unique("results");
     let reader = stream
         .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.clone()),
             filter_subject: subject.to_owned(),
             ack_policy: consumer::AckPolicy::Explicit,
             ..Default::default()
@@ -126,9 +129,14 @@ pub async fn results_nats(
         let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, messages.next()).await else {
             break;
         };
-        message.ack().await.expect("ack");
+        message.double_ack().await.expect("ack");
         out.push(answer(message.headers.as_ref(), &message.payload));
     }
+    drop(messages);
+    stream
+        .delete_consumer(&name)
+        .await
+        .expect("the results consumer deleted");
     out
 }
 
