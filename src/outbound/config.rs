@@ -125,79 +125,96 @@ impl OutboundConfig {
             return Vec::new();
         }
         let mut errors = Vec::new();
-        let err = |key: &str, what: String| {
-            let var = key.replace('.', "__").to_uppercase();
-            format!("outbound.{key} (TGRELAY_OUTBOUND__{var}): {what}")
-        };
-        for (key, template) in [
-            ("subject", &self.subject),
-            ("results", &self.results),
-            ("consumer", &self.consumer),
-            ("group", &self.group),
-        ] {
-            if let Err(e) = check_template(template, key == "consumer") {
-                errors.push(err(key, e));
-            }
-        }
-        if self.subject == self.results {
-            errors.push(err("results", "must differ from outbound.subject".into()));
-        }
-        if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
-            errors.push(err(
-                "stream",
-                "a stream name without . * > or spaces".into(),
-            ));
-        }
-        let rates = [
-            ("bot_rate", self.bot_rate),
-            ("chat_rate", self.chat_rate),
-            ("group_chat_rate", self.group_chat_rate),
-        ];
-        for (key, rate) in rates {
-            if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
-                errors.push(err(
-                    key,
-                    format!("{rate} must be above 0 and at most 100000"),
-                ));
-            }
-        }
-        for (name, rate) in &self.bot_rates {
-            if !bots.clone().any(|b| b == name) {
-                errors.push(err(
-                    &format!("bot_rates.{name}"),
-                    "no bot has this name".into(),
-                ));
-            } else if !(rate.is_finite() && *rate > 0.0 && *rate <= 100_000.0) {
-                let what = format!("{rate} must be above 0 and at most 100000");
-                errors.push(err(&format!("bot_rates.{name}"), what));
-            }
-        }
+        self.check_routes(&mut errors);
+        self.check_rates(bots, &mut errors);
         errors.extend(
             methods::check_allow_list(&self.allow)
                 .into_iter()
-                .map(|e| err("allow", e)),
+                .map(|e| problem("allow", e)),
         );
         for (key, value) in [
             ("concurrency", self.concurrency),
             ("max_pending", self.max_pending),
         ] {
             if value == 0 {
-                errors.push(err(key, "must be at least 1".into()));
+                errors.push(problem(key, "must be at least 1".into()));
             }
         }
         if self.max_attempts == 0 {
-            errors.push(err("max_attempts", "must be at least 1".into()));
+            errors.push(problem("max_attempts", "must be at least 1".into()));
         }
         for (key, d) in [
             ("call_timeout", self.call_timeout),
             ("ack_wait", self.ack_wait),
         ] {
             if d < Duration::from_secs(1) {
-                errors.push(err(key, "must be at least 1s".into()));
+                errors.push(problem(key, "must be at least 1s".into()));
             }
         }
         errors
     }
+
+    fn check_routes(&self, errors: &mut Vec<String>) {
+        let templates = [
+            ("subject", &self.subject),
+            ("results", &self.results),
+            ("consumer", &self.consumer),
+            ("group", &self.group),
+        ];
+        for (key, template) in templates {
+            if let Err(e) = check_template(template, key == "consumer") {
+                errors.push(problem(key, e));
+            }
+        }
+        if self.subject == self.results {
+            errors.push(problem(
+                "results",
+                "must differ from outbound.subject".into(),
+            ));
+        }
+        if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
+            errors.push(problem(
+                "stream",
+                "a stream name without . * > or spaces".into(),
+            ));
+        }
+    }
+
+    fn check_rates<'a>(
+        &self,
+        bots: impl Iterator<Item = &'a String> + Clone,
+        errors: &mut Vec<String>,
+    ) {
+        let rates = [
+            ("bot_rate".to_owned(), self.bot_rate),
+            ("chat_rate".to_owned(), self.chat_rate),
+            ("group_chat_rate".to_owned(), self.group_chat_rate),
+        ];
+        let per_bot = self
+            .bot_rates
+            .iter()
+            .map(|(name, rate)| (format!("bot_rates.{name}"), *rate));
+        for (key, rate) in rates.into_iter().chain(per_bot) {
+            if let Some(name) = key.strip_prefix("bot_rates.") {
+                if !bots.clone().any(|b| b == name) {
+                    errors.push(problem(&key, "no bot has this name".into()));
+                    continue;
+                }
+            }
+            if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+                errors.push(problem(
+                    &key,
+                    format!("{rate} must be above 0 and at most 100000"),
+                ));
+            }
+        }
+    }
+}
+
+/// A problem of setting `key`, naming it and its environment variable.
+fn problem(key: &str, what: String) -> String {
+    let var = key.replace('.', "__").to_uppercase();
+    format!("outbound.{key} (TGRELAY_OUTBOUND__{var}): {what}")
 }
 
 /// A template renders a subject, a topic and (for the consumer) a NATS name alike:

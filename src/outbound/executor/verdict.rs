@@ -36,22 +36,12 @@ pub struct GiveUp {
 pub fn verdict(outcome: &Result<RawReply, TelegramError>) -> Verdict {
     let reply = match outcome {
         Ok(reply) => reply,
-        Err(error) => {
-            let timed_out = matches!(error, TelegramError::Transport { message, .. } if message.starts_with("timed out"));
-            let code = if timed_out { 504 } else { 502 };
-            let reason = format!("no answer from the Bot API: {error}");
-            return Verdict::Transient {
-                give_up: GiveUp {
-                    body: relay_answer(code, &format!("Bad Gateway: {reason}")),
-                    relay_error: Some(reason.clone()),
-                },
-                reason,
-            };
-        }
+        Err(error) => return no_answer(error),
     };
     let Some(error) = &reply.error else {
+        let body = reply.body.clone();
         return Verdict::Final {
-            body: reply.body.clone(),
+            body,
             ok: true,
             relay_error: None,
         };
@@ -60,43 +50,55 @@ pub fn verdict(outcome: &Result<RawReply, TelegramError>) -> Verdict {
         let whole_bot = matches!(error, TelegramError::BadReply { .. });
         return Verdict::RetryAfter { wait, whole_bot };
     }
-    let (code, telegram_body) = match error {
-        TelegramError::Api { error_code, .. } => (*error_code, true),
-        _ => (i64::from(reply.status), false),
+    let (code, answer) = match error {
+        TelegramError::Api { error_code, .. } => (*error_code, told(reply)),
+        _ => (i64::from(reply.status), not_a_reply(reply)),
     };
-    // The body goes out untouched when it is Telegram's reply; else the relay says
-    // what came back, in the reply's shape.
-    let body = || match telegram_body {
-        true => GiveUp {
-            body: reply.body.clone(),
-            relay_error: None,
-        },
-        false => {
-            let what = format!(
-                "the Bot API answered HTTP {} with a body that is no Bot API reply",
-                reply.status
-            );
-            let code = u16::try_from(code)
-                .ok()
-                .filter(|c| *c >= 400)
-                .unwrap_or(502);
-            GiveUp {
-                body: relay_answer(code, &what),
-                relay_error: Some(what),
-            }
-        }
-    };
-    if code >= 500 || !(400..500).contains(&code) {
+    if !(400..500).contains(&code) {
         return Verdict::Transient {
             reason: error.to_string(),
-            give_up: body(),
+            give_up: answer,
         };
     }
-    let GiveUp { body, relay_error } = body();
+    let GiveUp { body, relay_error } = answer;
     Verdict::Final {
         body,
         ok: false,
         relay_error,
+    }
+}
+
+/// No answer at all (refused, reset, timed out): worth another attempt.
+fn no_answer(error: &TelegramError) -> Verdict {
+    let timed_out = matches!(error, TelegramError::Transport { message, .. } if message.starts_with("timed out"));
+    let code = if timed_out { 504 } else { 502 };
+    let reason = format!("no answer from the Bot API: {error}");
+    let give_up = GiveUp {
+        body: relay_answer(code, &format!("Bad Gateway: {reason}")),
+        relay_error: Some(reason.clone()),
+    };
+    Verdict::Transient { reason, give_up }
+}
+
+/// Telegram's error answer, passed on untouched.
+fn told(reply: &RawReply) -> GiveUp {
+    GiveUp {
+        body: reply.body.clone(),
+        relay_error: None,
+    }
+}
+
+/// An answer that is no Bot API reply (a proxy's page): the relay says what came back,
+/// in the reply's shape.
+fn not_a_reply(reply: &RawReply) -> GiveUp {
+    let what = format!(
+        "the Bot API answered HTTP {} with a body that is no Bot API reply",
+        reply.status
+    );
+    let code = Some(reply.status).filter(|c| *c >= 400).unwrap_or(502);
+    GiveUp {
+        body: relay_answer(code, &what),
+        relay_error: Some(what),
     }
 }
 

@@ -159,16 +159,8 @@ impl NatsIntake {
         loop {
             if let Some(b) = barrier.as_mut().filter(|b| b.lifted()) {
                 tracing::info!(bot = %self.bot, back = b.back.len(), due = b.due, "handing on the calls held back, in order");
-                while let Some((seq, taken)) = b.waiting.pop_first() {
-                    let permit = tokio::select! {
-                        _ = stop.cancelled() => None,
-                        permit = tx.reserve() => permit.ok(),
-                    };
-                    let Some(permit) = permit else {
-                        b.waiting.insert(seq, taken);
-                        return Ended::Stopped;
-                    };
-                    permit.send(taken);
+                if !hand_on(b, tx, stop).await {
+                    return Ended::Stopped;
                 }
                 *barrier = None;
             }
@@ -193,37 +185,49 @@ impl NatsIntake {
             } else {
                 PULL_EXPIRES
             };
-            let batch = consumer
-                .batch()
-                .max_messages(room)
-                .expires(expires)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(e) => return Ended::Failed(e.to_string()),
+            if let Err(ended) = self
+                .take_batch(&consumer, room, expires, tx, stop, barrier)
+                .await
+            {
+                return ended;
+            }
+        }
+    }
+
+    /// One pull request of up to `room` calls: each handed on, or held back.
+    async fn take_batch(
+        &self,
+        consumer: &PullConsumer,
+        room: usize,
+        expires: Duration,
+        tx: &mpsc::Sender<Taken>,
+        stop: &CancellationToken,
+        barrier: &mut Option<Barrier>,
+    ) -> Result<(), Ended> {
+        let batch = consumer
+            .batch()
+            .max_messages(room)
+            .expires(expires)
+            .messages()
+            .await;
+        let mut batch = batch.map_err(|e| Ended::Failed(e.to_string()))?;
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return Err(Ended::Stopped),
+                next = batch.next() => next,
             };
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return Ended::Stopped,
-                    next = batch.next() => next,
-                };
-                let message = match next {
-                    None => break,
-                    Some(Ok(message)) => message,
-                    Some(Err(e)) => return Ended::Failed(e.to_string()),
-                };
-                let Some((seq, taken)) = self.taken(message) else {
-                    continue;
-                };
-                match barrier.as_mut() {
-                    Some(b) => b.hold(seq, taken),
-                    None => {
-                        if tx.try_send(taken).is_err() {
-                            return Ended::Stopped;
-                        }
-                    }
-                }
+            let message = match next {
+                None => return Ok(()),
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(Ended::Failed(e.to_string())),
+            };
+            let Some((seq, taken)) = self.taken(message) else {
+                continue;
+            };
+            match barrier.as_mut() {
+                Some(b) => b.hold(seq, taken),
+                // The batch asked for no more than the channel had room for.
+                None => tx.try_send(taken).map_err(|_| Ended::Stopped)?,
             }
         }
     }
@@ -285,6 +289,26 @@ impl Barrier {
     fn lifted(&self) -> bool {
         self.back.len() >= self.due || Instant::now() >= self.until
     }
+}
+
+/// Hands the held calls on in order; false when stopped first (the rest stay held).
+async fn hand_on(
+    barrier: &mut Barrier,
+    tx: &mpsc::Sender<Taken>,
+    stop: &CancellationToken,
+) -> bool {
+    while let Some((seq, taken)) = barrier.waiting.pop_first() {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => None,
+            permit = tx.reserve() => permit.ok(),
+        };
+        let Some(permit) = permit else {
+            barrier.waiting.insert(seq, taken);
+            return false;
+        };
+        permit.send(taken);
+    }
+    true
 }
 
 /// Tells the server every `every` that the calls held are still being worked on.
