@@ -10,7 +10,9 @@
 //! are kept as the bytes a test pushed and served byte-identical, so a test can
 //! check that the relay never re-serializes them. After a setWebhook call (JSON,
 //! form or multipart with a certificate) it delivers them to the webhook as
-//! Telegram does: see `fake_webhook.rs`. It logs nothing.
+//! Telegram does: see `fake_webhook.rs`. The sending side (sendMessage and the few
+//! other methods services call, under Telegram's flood limits) is `fake_sends.rs`.
+//! It logs nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
