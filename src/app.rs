@@ -22,6 +22,7 @@ use crate::config::{ClusterMode, Config, Mode};
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
+use crate::outbound::{Outbound, OutboundSlot};
 use crate::reload::{BotSet, ConfigSource, Reloader};
 use crate::sink::connecting::ConnectingSink;
 use crate::sink::kafka::topics::BotRoutes;
@@ -117,6 +118,7 @@ impl Relay {
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
             lease: self.lease.clone(),
+            outbound: OutboundSlot::default(),
         };
         let supervisor = Supervisor::new(deps.clone(), shutdown.clone());
         let (bots, watched) = watch::channel(Arc::new(self.config.bots.clone()));
@@ -131,6 +133,7 @@ impl Relay {
             connecting: self.connecting.clone(),
             metrics: Arc::clone(&self.metrics),
             lease: self.lease.clone(),
+            outbound: Arc::clone(&deps.outbound),
         };
         let ownership = tokio::spawn(bring_up.run(watched, supervisor.clone(), shutdown.clone()));
         if let Some(source) = self.source {
@@ -278,6 +281,8 @@ struct BringUp {
     connecting: Option<Arc<ConnectingSink>>,
     metrics: Arc<Metrics>,
     lease: Lease,
+    /// Set once connected, before any bot starts.
+    outbound: OutboundSlot,
 }
 
 impl BringUp {
@@ -307,10 +312,15 @@ impl BringUp {
                     Arc::clone(&self.metrics),
                 )
                 .await?;
-                anyhow::Ok((connected, ownership))
+                // Last: it registers its metrics once it connected.
+                let outbound = Outbound::connect(&self.config, &connected, &self.metrics).await?;
+                anyhow::Ok((connected, ownership, outbound))
             };
             match connected.await {
-                Ok((connected, ownership)) => {
+                Ok((connected, ownership, outbound)) => {
+                    if let Some(outbound) = outbound {
+                        let _ = self.outbound.set(outbound);
+                    }
                     connecting.connected(connected.sink);
                     if failures > 0 {
                         tracing::info!(

@@ -14,6 +14,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::UpdateKind;
+use crate::outbound::OutboundConfig;
 use crate::secret::Secret;
 use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
@@ -46,6 +47,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The Bot API client every bot shares: the CAs it trusts.
     pub telegram: TelegramConfig,
+    /// Bot API calls that services publish to the broker, executed by each bot's owner.
+    pub outbound: OutboundConfig,
     /// On shutdown, how long in-flight publishes may take before the relay exits anyway
     /// (whatever is not confirmed by then is fetched again next time: duplicates, no loss).
     #[serde(with = "humantime_serde")]
@@ -65,6 +68,7 @@ impl Default for Config {
             webhook: WebhookServerConfig::default(),
             cluster: ClusterConfig::default(),
             telegram: TelegramConfig::default(),
+            outbound: OutboundConfig::default(),
             drain_timeout: Duration::from_secs(20),
             worker_threads: 0,
         }
@@ -250,6 +254,7 @@ impl Config {
         extract!(webhook, "webhook");
         extract!(cluster, "cluster");
         extract!(telegram, "telegram");
+        extract!(outbound, "outbound");
         extract!(worker_threads, "worker_threads");
         extract!(tokens_dir, "tokens_dir");
         match figment.extract_inner::<Humantime>("drain_timeout") {
@@ -283,6 +288,7 @@ impl Config {
             "webhook",
             "cluster",
             "telegram",
+            "outbound",
             "drain_timeout",
             "worker_threads",
             "tokens_dir",

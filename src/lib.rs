@@ -18,6 +18,8 @@
 //! - [`lease`]: how long this replica may still call Telegram for the bots it owns.
 //! - [`source`]: where updates come from: getUpdates long polling, or the webhook listener.
 //! - [`sink`]: where they go: NATS JetStream, Kafka, a JSON-lines file, memory for tests.
+//! - [`outbound`]: the other way: Bot API calls services publish to the broker, executed by
+//!   each bot's owner within Telegram's flood limits, their answers published back.
 //! - [`metrics`], [`health`], [`admin`]: what an operator sees.
 //! - [`supervisor`]: runs each bot as its own task, started and stopped alone.
 //! - [`cluster`]: which replica runs which bot (one process, or shared through the broker).
@@ -38,6 +40,7 @@ pub mod envelope;
 pub mod health;
 pub mod lease;
 pub mod metrics;
+pub mod outbound;
 pub mod preflight;
 pub mod reload;
 pub mod route;

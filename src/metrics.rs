@@ -326,6 +326,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for metrics registered by a part of the relay that owns them.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

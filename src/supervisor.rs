@@ -25,14 +25,15 @@ use crate::envelope::BotIdentity;
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::{BotSeries, Metrics};
+use crate::outbound::{Outbound, OutboundSlot};
 use crate::sink::Sink;
 use crate::source::polling::{PollingSettings, PollingSource};
 use crate::source::webhook::registration::{self, Registration};
 use crate::source::BotContext;
 use crate::telegram::BotApi;
 
-/// What every bot shares: the sink, the HTTP client, metrics, health and this
-/// replica's lease.
+/// What every bot shares: the sink, the HTTP client, metrics, health, this
+/// replica's lease, and the outbound gateway once the broker is connected.
 #[derive(Clone)]
 pub struct BotDeps {
     pub http: reqwest::Client,
@@ -40,6 +41,7 @@ pub struct BotDeps {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub lease: Lease,
+    pub outbound: OutboundSlot,
 }
 
 impl BotDeps {
@@ -134,7 +136,8 @@ impl Supervisor {
         let ctx = self.inner.deps.context(name, bot);
         ctx.set_up(false);
         let stop = self.inner.shutdown.child_token();
-        let work = run_bot(ctx, bot, stop.clone());
+        let outbound = self.inner.deps.outbound.get().cloned();
+        let work = run_bot(ctx, bot, outbound, stop.clone());
         let failed = self.inner.failed.clone();
         let owned = name.to_owned();
         let task = self.inner.tracker.spawn(async move {
@@ -201,10 +204,12 @@ impl Supervisor {
     }
 }
 
-/// One bot's work until `stop`, or an error that ends it.
+/// One bot's work until `stop`, or an error that ends it: its source, and its
+/// outbound calls beside it (stopped, and drained, when the source ends).
 fn run_bot(
     ctx: BotContext,
     bot: &BotConfig,
+    outbound: Option<Arc<Outbound>>,
     stop: CancellationToken,
 ) -> impl Future<Output = Result<(), String>> + Send + 'static {
     let settings = polling_settings(bot);
@@ -213,7 +218,14 @@ fn run_bot(
         (registration, bot.webhook.info_interval)
     });
     async move {
-        match hook {
+        let calls = outbound.map(|outbound| {
+            let stop = stop.child_token();
+            (
+                tokio::spawn(outbound.run_bot(ctx.clone(), stop.clone())),
+                stop,
+            )
+        });
+        let source = match hook {
             None => PollingSource::new(ctx, settings)
                 .run(stop)
                 .await
@@ -221,7 +233,12 @@ fn run_bot(
             Some((registration, interval)) => registration::run(ctx, registration, interval, stop)
                 .await
                 .map_err(|e| e.to_string()),
+        };
+        if let Some((task, stop)) = calls {
+            stop.cancel();
+            let _ = task.await;
         }
+        source
     }
 }
 

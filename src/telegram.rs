@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use bytes::Bytes;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
@@ -32,6 +33,20 @@ pub struct BotApi {
     http: reqwest::Client,
     base_url: String,
     token: Secret,
+}
+
+/// The method label of errors from [`BotApi::call_raw`], whose method names are the
+/// callers' (the caller logs the name itself).
+pub const RAW_CALL: &str = "Bot API call";
+
+/// Telegram's answer to a call made on a service's behalf: the status and the body
+/// exactly as sent, and what the relay makes of them.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub status: u16,
+    pub body: Bytes,
+    /// `None` for `ok: true`; else the error, whose class says whether to retry.
+    pub error: Option<TelegramError>,
 }
 
 /// getUpdates parameters. `allowed_updates` is always sent, so a value set by an
@@ -169,6 +184,38 @@ impl BotApi {
             .await
     }
 
+    /// POSTs `params` (a JSON object, sent as is) to `method` and returns the answer
+    /// untouched. Only a call that got no answer at all is an `Err`. The caller checks
+    /// `method`: it becomes part of the URL.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        params: Bytes,
+        timeout: Duration,
+    ) -> Result<RawReply, TelegramError> {
+        let request = self
+            .request(method)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(params)
+            .timeout(timeout);
+        let mut answer = self.send(RAW_CALL, request).await?;
+        // A proxy's error page may echo the URL, and the body goes to a broker.
+        if contains(&answer.body, self.token.expose().as_bytes()) {
+            let text = String::from_utf8_lossy(&answer.body);
+            answer.body = Bytes::from(self.token.scrub(&text));
+        }
+        let error = match reply::parse::<IgnoredAny>(&answer.body) {
+            Ok(Ok(_)) => None,
+            Ok(Err(failure)) => Some(answer.failed(RAW_CALL, failure, &self.token)),
+            Err(_) => Some(answer.not_a_reply(RAW_CALL, &self.token)),
+        };
+        Ok(RawReply {
+            status: answer.status,
+            body: answer.body,
+            error,
+        })
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: &'static str,
@@ -235,9 +282,68 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-route server answering every request with `status` and `body`.
+    async fn answering(status: u16, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(move || async move {
+            let status = axum::http::StatusCode::from_u16(status).unwrap();
+            (status, body)
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_raw_call_returns_the_body_untouched_and_classified() {
+        let token = Secret::new("1:T");
+        let ok = r#"{"ok":true,  "result":{"message_id":7,"x":1.50}}"#;
+        let api = BotApi::new(
+            BotApi::http_client(),
+            &answering(200, ok).await,
+            token.clone(),
+        );
+        let reply = api
+            .call_raw("sendMessage", Bytes::from_static(b"{}"), SHORT_CALL_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!((reply.status, &reply.body[..]), (200, ok.as_bytes()));
+        assert!(reply.error.is_none());
+
+        let flood = r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#;
+        let api = BotApi::new(BotApi::http_client(), &answering(429, flood).await, token);
+        let reply = api
+            .call_raw("sendMessage", Bytes::from_static(b"{}"), SHORT_CALL_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(&reply.body[..], flood.as_bytes());
+        let class = reply.error.unwrap().class();
+        assert_eq!(class, ErrorClass::RetryAfter(Duration::from_secs(3)));
+    }
+
+    #[tokio::test]
+    async fn a_raw_answer_echoing_the_token_is_scrubbed() {
+        let page = "<html>404 Not Found: /bot123456:SECRET-token_value/sendFoo</html>";
+        let token = Secret::new("123456:SECRET-token_value");
+        let api = BotApi::new(BotApi::http_client(), &answering(404, page).await, token);
+        let reply = api
+            .call_raw("sendFoo", Bytes::from_static(b"{}"), SHORT_CALL_TIMEOUT)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        let error = reply.error.unwrap();
+        let shown = format!("{body} {error} {error:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(body.contains("/bot**REDACTED**/sendFoo"), "{body}");
+    }
 
     #[tokio::test]
     async fn transport_errors_never_show_the_token() {

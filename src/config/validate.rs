@@ -49,6 +49,13 @@ pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
         );
     }
     errors.extend(config.telegram.validate());
+    errors.extend(config.outbound.validate(config.bots.keys()));
+    if config.outbound.enabled && config.sink.kind == crate::sink::SinkKind::File {
+        errors.push(
+            "outbound.enabled needs a broker services publish calls to: set sink.kind to nats or kafka"
+                .into(),
+        );
+    }
     validate_webhook_server(config, &mut errors);
     if config.worker_threads > MAX_WORKER_THREADS {
         errors.push(format!(

@@ -10,7 +10,9 @@
 //! are kept as the bytes a test pushed and served byte-identical, so a test can
 //! check that the relay never re-serializes them. After a setWebhook call (JSON,
 //! form or multipart with a certificate) it delivers them to the webhook as
-//! Telegram does: see `fake_webhook.rs`. It logs nothing.
+//! Telegram does: see `fake_webhook.rs`. The sending side (sendMessage and the few
+//! other methods services call, under Telegram's flood limits) is `fake_sends.rs`.
+//! It logs nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -37,9 +39,13 @@ use tokio::time::Instant;
 
 #[path = "fake_webhook.rs"]
 mod delivery;
+#[path = "fake_sends.rs"]
+mod sends;
 
 use delivery::{chat_of, HookConfig, Progress, WebhookState};
 pub use delivery::{Delivery, WebhookTiming};
+#[allow(unused_imports)]
+pub use sends::{FloodLimits, Sends, Sent};
 
 /// Kinds Telegram leaves out unless a bot asks for them (getUpdates, `allowed_updates`).
 const DEFAULT_EXCLUDED: [&str; 3] = ["chat_member", "message_reaction", "message_reaction_count"];
@@ -261,6 +267,11 @@ impl FakeBotApi {
         }
     }
 
+    /// The sending side: sendMessage and friends, their record and flood limits.
+    pub fn sends(&self) -> &Sends {
+        &self.shared.sends
+    }
+
     /// Stops the server and closes its connections (the same as dropping it).
     pub fn shutdown(self) {
         drop(self);
@@ -293,6 +304,7 @@ impl Drop for FakeBotApi {
 struct Shared {
     state: Mutex<State>,
     connections: Mutex<Vec<Killer>>,
+    sends: Sends,
 }
 
 #[derive(Default)]
@@ -516,6 +528,7 @@ impl Shared {
         params: &Map<String, Value>,
         conn: &Killer,
     ) -> Reply {
+        let named = method;
         let method = method.to_ascii_lowercase();
         let Some((bot_id, fault)) = self.with_bot(token, |bot| {
             let fault = bot.faults.get_mut(&method).and_then(VecDeque::pop_front);
@@ -535,7 +548,10 @@ impl Shared {
             "setwebhook" => self.set_webhook(token, params),
             "deletewebhook" => self.delete_webhook(token, params),
             "getwebhookinfo" => self.webhook_info(token),
-            _ => Reply::error(404, "Not Found"),
+            _ => self
+                .sends
+                .answer(token, bot_id, named, params)
+                .unwrap_or_else(|| Reply::error(404, "Not Found")),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod corpus;
 pub mod fake_bot_api;
+pub mod gateway;
 pub mod kafka;
 pub mod nats;
 pub mod private_broker;

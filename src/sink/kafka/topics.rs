@@ -42,11 +42,19 @@ pub fn required(config: &KafkaSinkConfig, routes: &[BotRoutes]) -> BTreeSet<Stri
 
 /// Fails (or, with `create_topics`, creates them) when required topics are missing.
 pub async fn ensure(config: &KafkaSinkConfig, routes: &[BotRoutes]) -> Result<(), KafkaSinkError> {
+    ensure_named(config, &required(config, routes)).await
+}
+
+/// `ensure` for any topics (the outbound calls' ones, say).
+pub async fn ensure_named(
+    config: &KafkaSinkConfig,
+    names: &BTreeSet<String>,
+) -> Result<(), KafkaSinkError> {
     let error = |message: String| KafkaSinkError::Topics {
         brokers: config.brokers.clone(),
         message,
     };
-    let missing = missing(config, routes).await?;
+    let missing = missing_named(config, names).await?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -65,6 +73,13 @@ pub async fn ensure(config: &KafkaSinkConfig, routes: &[BotRoutes]) -> Result<()
 pub async fn missing(
     config: &KafkaSinkConfig,
     routes: &[BotRoutes],
+) -> Result<Vec<String>, KafkaSinkError> {
+    missing_named(config, &required(config, routes)).await
+}
+
+async fn missing_named(
+    config: &KafkaSinkConfig,
+    names: &BTreeSet<String>,
 ) -> Result<Vec<String>, KafkaSinkError> {
     let admin: AdminClient<DefaultClientContext> = config
         .client_config()
@@ -86,10 +101,7 @@ pub async fn missing(
         brokers: config.brokers.clone(),
         message: format!("cannot read topic metadata: {e}"),
     })?;
-    Ok(required(config, routes)
-        .difference(&existing)
-        .cloned()
-        .collect())
+    Ok(names.difference(&existing).cloned().collect())
 }
 
 async fn create(config: &KafkaSinkConfig, names: &[String]) -> Result<(), String> {

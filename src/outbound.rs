@@ -1,0 +1,197 @@
+//! The Bot API gateway: services publish Bot API calls to the broker, and the owner
+//! replica of each bot executes them within Telegram's flood limits, publishing each
+//! answer back (see README, "Calling the Bot API through the broker").
+//!
+//! A third direction beside sources and sinks, sharing their parts: the sink's broker
+//! connection, the Bot API client (its token safety and error classes), and the
+//! supervisor, which runs a bot's calls beside its source under the bot's own token,
+//! so that only the bot's owner executes them and a handover stops them cleanly.
+//!
+//! Modules: [`config`] and [`methods`] say what runs; [`call`] reads a call and shapes
+//! its result; [`limiter`] and [`snapshot`] keep the flood limits, across owners too;
+//! [`executor`] runs one bot's calls; [`nats`] and [`kafka`] are the brokers' sides of
+//! [`broker`]'s traits; [`recent`] answers a repeated call from memory.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::route::RouteTemplate;
+use crate::sink::{Connected, SinkKind};
+use crate::source::BotContext;
+
+pub mod broker;
+pub mod call;
+pub mod config;
+pub mod executor;
+pub mod kafka;
+pub mod limiter;
+pub mod methods;
+pub mod metrics;
+pub mod nats;
+pub mod recent;
+pub mod snapshot;
+
+pub use config::OutboundConfig;
+
+use broker::{LimitsStore, Results};
+use executor::{Executor, Parts, Settings};
+use limiter::Limits;
+use metrics::OutboundMetrics;
+
+/// Calls the executor may hold between the broker and its lanes.
+const INTAKE: usize = 64;
+
+/// The gateway once the broker is connected; empty before, and when it is off. Bots
+/// started after it is set run their calls.
+pub type OutboundSlot = Arc<OnceLock<Arc<Outbound>>>;
+
+/// The gateway's shared parts: its settings, its side of the broker, its metrics.
+pub struct Outbound {
+    config: OutboundConfig,
+    broker: Broker,
+    metrics: Arc<OutboundMetrics>,
+    relay_metrics: Arc<Metrics>,
+    drain_timeout: Duration,
+}
+
+enum Broker {
+    Nats(Box<nats::NatsOutbound>),
+    Kafka(kafka::KafkaOutbound),
+}
+
+/// One bot's side of the broker: where its calls come from and results go.
+struct BotSide {
+    results: Arc<dyn Results>,
+    store: Arc<dyn LimitsStore>,
+    /// Takes calls until the stop token is cancelled.
+    intake: BoxFuture<'static, ()>,
+    /// Once the executor stopped: settles what the broker needs to know.
+    close: BoxFuture<'static, ()>,
+}
+
+impl Outbound {
+    /// The gateway on the broker the sink connected to, when `[outbound]` is enabled:
+    /// the calls' stream or topics checked (or created). Registers its metrics, so it
+    /// is called once it is the last step that can fail.
+    pub async fn connect(
+        config: &Config,
+        connected: &Connected,
+        relay_metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Option<Arc<Outbound>>> {
+        let out = &config.outbound;
+        if !out.enabled {
+            return Ok(None);
+        }
+        let broker = match (&connected.nats, config.sink.kind) {
+            (Some(js), _) => Broker::Nats(Box::new(nats::NatsOutbound::connect(js, out).await?)),
+            (None, SinkKind::Kafka) => {
+                let bots: Vec<(String, u64)> = config
+                    .bots
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.bot_id()))
+                    .collect();
+                Broker::Kafka(kafka::KafkaOutbound::connect(&config.sink.kafka, out, &bots).await?)
+            }
+            _ => anyhow::bail!("outbound calls need sink.kind = \"nats\" or \"kafka\""),
+        };
+        Ok(Some(Arc::new(Outbound {
+            config: out.clone(),
+            broker,
+            metrics: Arc::new(OutboundMetrics::new(relay_metrics.registry())),
+            relay_metrics: Arc::clone(relay_metrics),
+            drain_timeout: config.drain_timeout,
+        })))
+    }
+
+    /// Runs bot `ctx`'s calls until `stop`, then gives back what it did not send and
+    /// lets the rest finish.
+    pub async fn run_bot(self: Arc<Self>, ctx: BotContext, stop: CancellationToken) {
+        let bot = Arc::clone(&ctx.bot);
+        let render = |template: &str| {
+            RouteTemplate::parse(template)
+                .expect("validated template")
+                .render_with(&bot.name, bot.id, "")
+        };
+        let own_route = render(&self.config.subject);
+        let settings = self.settings(&bot.name, own_route.clone(), render(&self.config.results));
+        let (tx, rx) = mpsc::channel(INTAKE);
+        let Some(side) = self.side(&bot.name, &render, own_route, tx, &stop) else {
+            return;
+        };
+        let executor = Executor::new(Parts {
+            bot: Arc::clone(&bot),
+            api: ctx.api.clone(),
+            settings,
+            results: side.results,
+            store: side.store,
+            metrics: Arc::clone(&self.metrics),
+            relay_metrics: Arc::clone(&self.relay_metrics),
+            lease: ctx.lease.clone(),
+        });
+        let intake = tokio::spawn(side.intake);
+        tracing::info!(bot = %bot.name, "executing outbound calls");
+        executor.run(rx, stop).await;
+        let _ = intake.await;
+        side.close.await;
+    }
+
+    /// The broker's side of one bot; `None` when it cannot be made (logged).
+    fn side(
+        &self,
+        bot: &str,
+        render: &dyn Fn(&str) -> String,
+        own_route: String,
+        tx: mpsc::Sender<broker::Taken>,
+        stop: &CancellationToken,
+    ) -> Option<BotSide> {
+        match &self.broker {
+            Broker::Nats(n) => {
+                let intake = n.intake(bot, render(&self.config.consumer), own_route);
+                Some(BotSide {
+                    results: n.results(),
+                    store: n.limits(bot),
+                    intake: intake.run(tx, stop.clone()).boxed(),
+                    close: futures::future::ready(()).boxed(),
+                })
+            }
+            Broker::Kafka(k) => match k.bot(bot, render(&self.config.group), own_route) {
+                Ok((intake, memory)) => {
+                    let intake = Arc::new(intake);
+                    Some(BotSide {
+                        results: k.results(),
+                        store: memory,
+                        intake: Arc::clone(&intake).run(tx, stop.clone()).boxed(),
+                        close: async move { intake.close().await }.boxed(),
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(%bot, error = %e, "cannot create the outbound calls' consumer");
+                    None
+                }
+            },
+        }
+    }
+
+    fn settings(&self, name: &str, own_route: String, results_route: String) -> Settings {
+        let c = &self.config;
+        Settings {
+            allow: c.allow.clone(),
+            limits: Limits::new(c.rate_of(name), c.chat_rate, c.group_chat_rate),
+            own_route,
+            results_route,
+            concurrency: c.concurrency,
+            max_pending: c.max_pending,
+            call_timeout: c.call_timeout,
+            max_attempts: c.max_attempts,
+            dedup_window: c.dedup_window,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}

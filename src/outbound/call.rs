@@ -1,0 +1,289 @@
+//! One call as a service published it, checked; and the result message it gets, in
+//! the wire contract's shape (see README, "Calling the Bot API through the broker").
+//!
+//! A call is refused, never run, when its method is not allowed, its body is not a
+//! JSON object, or its `tg-reply-to` names no usable route. A refusal is answered
+//! like Telegram answers a bad request: `{"ok":false,"error_code":400,...}`.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use super::limiter::ChatKey;
+use super::methods;
+
+/// The headers of a call.
+pub const METHOD: &str = "tg-method";
+pub const REQUEST_ID: &str = "tg-request-id";
+pub const REPLY_TO: &str = "tg-reply-to";
+/// On results the relay makes itself (refusals, give-ups): why.
+pub const RELAY_ERROR: &str = "tgrelay-error";
+
+/// A call taken from the broker, as it came.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Option<String>,
+    pub request_id: Option<String>,
+    pub reply_to: Option<String>,
+    /// The broker's id of the message: the JetStream stream sequence, or Kafka's
+    /// `<partition>.<offset>`.
+    pub broker_id: String,
+    pub body: Bytes,
+    /// When the broker stored it, when it says.
+    pub published: Option<SystemTime>,
+}
+
+/// A checked call, ready to run.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub chat: Option<ChatKey>,
+    /// It makes or changes a message, so its chat's limits count it.
+    pub message: bool,
+}
+
+/// What a service is told for one call: where, with which headers, which body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub route: String,
+    /// The Kafka key: the target chat, else the call's id.
+    pub key: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+/// Checks a call: `own_route` is where calls of this bot come from (a reply there
+/// would be taken for a call).
+pub fn check(request: &Request, allow: &[String], own_route: &str) -> Result<Call, String> {
+    let method = request
+        .method
+        .as_deref()
+        .ok_or("no tg-method header: name the Bot API method, e.g. tg-method: sendMessage")?;
+    if let Some(why) = methods::refusal(method, allow) {
+        return Err(why);
+    }
+    if let Some(route) = &request.reply_to {
+        if reply_route(request, own_route).is_none() {
+            return Err(format!(
+                "tg-reply-to {route:?} is not a subject or topic results can go to"
+            ));
+        }
+    }
+    let chat = chat_of(&request.body)?;
+    Ok(Call {
+        method: method.to_owned(),
+        chat,
+        message: methods::is_message(method),
+    })
+}
+
+/// The target chat of a JSON object body; an error when the body is not an object.
+fn chat_of(body: &[u8]) -> Result<Option<ChatKey>, String> {
+    #[derive(Deserialize)]
+    struct Head {
+        chat_id: Option<ChatId>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ChatId {
+        Id(i64),
+        Text(String),
+        Other(IgnoredAny),
+    }
+    let not_object = || "the body is not a JSON object of the method's parameters".to_owned();
+    // serde reads a struct from an array too; the Bot API takes objects only.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(not_object());
+    }
+    let head: Head = serde_json::from_slice(body).map_err(|_| not_object())?;
+    Ok(match head.chat_id {
+        Some(ChatId::Id(id)) => Some(ChatKey::Id(id)),
+        Some(ChatId::Text(text)) => match text.strip_prefix('@') {
+            Some(name) => Some(ChatKey::Username(name.to_ascii_lowercase())),
+            None => text.trim().parse().ok().map(ChatKey::Id),
+        },
+        // Telegram will refuse it; the call still counts against the bot.
+        Some(ChatId::Other(_)) | None => None,
+    })
+}
+
+/// The call's `tg-reply-to`, when results can go there: a usable route, and not the
+/// one calls come from (a result there would be taken for a call).
+pub fn reply_route<'a>(request: &'a Request, own_route: &str) -> Option<&'a str> {
+    request
+        .reply_to
+        .as_deref()
+        .filter(|route| is_route(route) && *route != own_route)
+}
+
+/// A NATS subject or Kafka topic a result can be published to: no wildcards, no
+/// empty tokens, what a Kafka topic name allows.
+fn is_route(route: &str) -> bool {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !route.is_empty()
+        && route.len() <= 249
+        && route.chars().all(legal)
+        && route.split('.').all(|token| !token.is_empty())
+}
+
+/// A Bot API error answer made by the relay.
+pub fn relay_answer(error_code: u16, description: &str) -> Bytes {
+    let body =
+        serde_json::json!({ "ok": false, "error_code": error_code, "description": description });
+    Bytes::from(body.to_string())
+}
+
+impl Reply {
+    /// The result of `request`: to its `tg-reply-to` (`reply_to` tells whether to use
+    /// it), else to `default_route`; `relay_error` marks an answer the relay made.
+    pub fn to(
+        request: &Request,
+        ce_id: &str,
+        chat: Option<&ChatKey>,
+        default_route: &str,
+        use_reply_to: bool,
+        body: Bytes,
+        relay_error: Option<&str>,
+    ) -> Reply {
+        let route = match &request.reply_to {
+            Some(route) if use_reply_to => route.clone(),
+            _ => default_route.to_owned(),
+        };
+        let mut headers = vec![
+            ("ce-id", ce_id.to_owned()),
+            ("content-type", "application/json".into()),
+        ];
+        if let Some(method) = &request.method {
+            headers.push((METHOD, one_line(method)));
+        }
+        if let Some(id) = &request.request_id {
+            headers.push((REQUEST_ID, one_line(id)));
+        }
+        if let Some(error) = relay_error {
+            headers.push((RELAY_ERROR, one_line(error)));
+        }
+        let key = match chat {
+            Some(ChatKey::Id(id)) => id.to_string(),
+            Some(chat) => chat.to_string(),
+            None => request
+                .request_id
+                .clone()
+                .unwrap_or_else(|| ce_id.to_owned()),
+        };
+        Reply {
+            route,
+            key,
+            headers,
+            body,
+        }
+    }
+}
+
+/// Header values are one line.
+fn one_line(value: &str) -> String {
+    value.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Option<&str>, body: &str) -> Request {
+        Request {
+            method: method.map(str::to_owned),
+            request_id: Some("r-1".into()),
+            reply_to: None,
+            broker_id: "7".into(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            published: None,
+        }
+    }
+
+    fn allow() -> Vec<String> {
+        methods::DEFAULT_ALLOW
+            .iter()
+            .map(|m| m.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_chat_is_read_from_every_form_of_chat_id() {
+        let cases = [
+            (r#"{"chat_id":42,"text":"hi"}"#, Some(ChatKey::Id(42))),
+            (
+                r#"{"text":"hi","chat_id":"-100123"}"#,
+                Some(ChatKey::Id(-100123)),
+            ),
+            (
+                r#" {"chat_id":"@News"}"#,
+                Some(ChatKey::Username("news".into())),
+            ),
+            (r#"{"callback_query_id":"x"}"#, None),
+            (r#"{"chat_id":{"odd":1}}"#, None),
+        ];
+        for (body, chat) in cases {
+            let call = check(&request(Some("sendMessage"), body), &allow(), "out.main").unwrap();
+            assert_eq!(call.chat, chat, "{body}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_run_is_refused_with_a_reason() {
+        let refused = |method: Option<&str>, body: &str, reply_to: Option<&str>| {
+            let mut r = request(method, body);
+            r.reply_to = reply_to.map(str::to_owned);
+            check(&r, &allow(), "out.main").unwrap_err()
+        };
+        assert!(refused(None, "{}", None).contains("no tg-method"));
+        assert!(refused(Some("getUpdates"), "{}", None).contains("never executed"));
+        assert!(refused(Some("sendMessage"), "[1,2]", None).contains("not a JSON object"));
+        assert!(refused(Some("sendMessage"), "{\"chat_id\":", None).contains("not a JSON object"));
+        assert!(refused(Some("sendMessage"), "{}", Some("out.*")).contains("tg-reply-to"));
+        assert!(refused(Some("sendMessage"), "{}", Some("out.main")).contains("tg-reply-to"));
+        assert!(refused(Some("sendMessage"), "{}", Some("a..b")).contains("tg-reply-to"));
+    }
+
+    #[test]
+    fn a_result_carries_the_contract_headers_and_goes_where_asked() {
+        let mut r = request(Some("sendMessage"), "{}");
+        r.reply_to = Some("svc.replies".into());
+        let chat = ChatKey::Id(-5);
+        let body = relay_answer(400, "Bad Request: x\ny");
+        let reply = Reply::to(
+            &r,
+            "9:7",
+            Some(&chat),
+            "out.main.results",
+            true,
+            body.clone(),
+            Some("refused\nnow"),
+        );
+        assert_eq!(
+            (reply.route.as_str(), reply.key.as_str()),
+            ("svc.replies", "-5")
+        );
+        let header = |name| {
+            reply
+                .headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("ce-id"), Some("9:7"));
+        assert_eq!(header(METHOD), Some("sendMessage"));
+        assert_eq!(header(REQUEST_ID), Some("r-1"));
+        assert_eq!(header(RELAY_ERROR), Some("refused now"));
+        let parsed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(parsed["error_code"], 400);
+        assert_eq!(parsed["ok"], false);
+
+        let reply = Reply::to(&r, "9:7", None, "out.main.results", false, body, None);
+        assert_eq!(
+            (reply.route.as_str(), reply.key.as_str()),
+            ("out.main.results", "r-1")
+        );
+        assert!(reply.headers.iter().all(|(n, _)| *n != RELAY_ERROR));
+    }
+}

@@ -1,0 +1,333 @@
+//! `Executor`: runs one bot's calls, from the moment its owner starts it until it is
+//! stopped (a handover, shutdown).
+//!
+//! Calls are taken from the broker into per-chat lanes (see `lanes`); a lane whose
+//! chat's limits allow it waits for the bot's turn, first come first served, and
+//! for a free slot (`concurrency`). Each answer is judged (see `verdict`): a final
+//! one is published and the call acknowledged (see `finish`), a 429 pauses its scope
+//! and the call goes again first, a failure is tried again after a backoff.
+//!
+//! Stopping gives back every call not yet sent, in the order taken, lets the calls
+//! with Telegram finish (up to the drain deadline), and saves the limiter's memory
+//! for the next owner.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::broker::{LimitsStore, Results, Taken};
+use super::call;
+use super::limiter::{Limiter, Limits};
+use super::metrics::{MethodLabels, OutboundMetrics};
+use super::recent::{Answered, Recent};
+use crate::backoff::Backoff;
+use crate::envelope::BotIdentity;
+use crate::lease::Lease;
+use crate::metrics::Metrics;
+use crate::telegram::{BotApi, RawReply, TelegramError};
+
+mod drain;
+mod finish;
+pub mod lanes;
+mod saving;
+mod settle;
+mod verdict;
+
+use finish::Finisher;
+use lanes::{Job, LaneKey, Lanes};
+use saving::Saving;
+
+/// How often the limiter's memory is saved (while it changes) and tidied.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How soon to look again when sending is held (lease lapsed, memory unsaved).
+const HELD_RECHECK: Duration = Duration::from_millis(100);
+
+/// One bot's settings, from `[outbound]` and the bot.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub allow: Vec<String>,
+    pub limits: Limits,
+    /// Where this bot's calls come from.
+    pub own_route: String,
+    /// Where results go without `tg-reply-to`.
+    pub results_route: String,
+    pub concurrency: usize,
+    pub max_pending: usize,
+    pub call_timeout: Duration,
+    pub max_attempts: u32,
+    pub dedup_window: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// What an executor works with.
+pub struct Parts {
+    pub bot: Arc<BotIdentity>,
+    pub api: BotApi,
+    pub settings: Settings,
+    pub results: Arc<dyn Results>,
+    pub store: Arc<dyn LimitsStore>,
+    pub metrics: Arc<OutboundMetrics>,
+    pub relay_metrics: Arc<Metrics>,
+    pub lease: Lease,
+}
+
+/// One attempt's outcome, back from its task.
+struct Attempted {
+    lane: LaneKey,
+    outcome: Result<RawReply, TelegramError>,
+    started: Instant,
+}
+
+pub struct Executor {
+    bot: Arc<BotIdentity>,
+    api: BotApi,
+    settings: Settings,
+    limiter: Limiter,
+    lanes: Lanes,
+    /// Calls in lanes, by what they are remembered by.
+    in_lanes: HashMap<String, LaneKey>,
+    recent: Recent,
+    attempts: JoinSet<Attempted>,
+    finishing: JoinSet<()>,
+    finisher: Arc<Finisher>,
+    saving: Saving,
+    metrics: Arc<OutboundMetrics>,
+    relay_metrics: Arc<Metrics>,
+    labels: MethodLabels,
+    lease: Lease,
+    seq: u64,
+    /// Calls taken and not yet settled with the broker.
+    held: usize,
+}
+
+impl Executor {
+    pub fn new(parts: Parts) -> Executor {
+        let Parts {
+            bot,
+            api,
+            settings,
+            results,
+            store,
+            metrics,
+            relay_metrics,
+            lease,
+        } = parts;
+        Executor {
+            finisher: Arc::new(Finisher {
+                bot: bot.name.clone(),
+                results,
+                default_route: settings.results_route.clone(),
+                metrics: Arc::clone(&metrics),
+            }),
+            saving: Saving::new(&bot.name, store),
+            limiter: Limiter::new(settings.limits),
+            recent: Recent::new(settings.dedup_window),
+            bot,
+            api,
+            settings,
+            lanes: Lanes::default(),
+            in_lanes: HashMap::new(),
+            attempts: JoinSet::new(),
+            finishing: JoinSet::new(),
+            metrics,
+            relay_metrics,
+            labels: MethodLabels::default(),
+            lease,
+            seq: 0,
+            held: 0,
+        }
+    }
+
+    /// Runs the calls that come through `intake` until `stop`, then drains.
+    pub async fn run(mut self, mut intake: mpsc::Receiver<Taken>, stop: CancellationToken) {
+        if !self.load(&stop).await {
+            return self.drain(intake).await;
+        }
+        let mut tick = tokio::time::interval(SAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let now = Instant::now();
+            for lane in self.lanes.due(now) {
+                self.schedule(lane, now);
+            }
+            let held_until = self.dispatch(now);
+            let wake = held_until.into_iter().chain(self.lanes.next_timer()).min();
+            let idle = now + Duration::from_secs(3600);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(done) = self.attempts.join_next() => {
+                    self.settle(done.expect("an attempt does not panic"));
+                }
+                Some(_) = self.finishing.join_next() => self.settled(),
+                taken = intake.recv(), if self.held < self.settings.max_pending => match taken {
+                    Some(taken) => self.take(taken, Instant::now()),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    self.saving.start(&self.limiter);
+                    self.limiter.forget_idle(Instant::now());
+                }
+                _ = self.saving.finished(), if self.saving.is_saving() => {}
+                _ = tokio::time::sleep_until(wake.unwrap_or(idle)) => {}
+            }
+        }
+        self.drain(intake).await;
+    }
+
+    /// Reads the last owner's limiter memory, retrying while the broker is away.
+    async fn load(&mut self, stop: &CancellationToken) -> bool {
+        let mut failures = 0;
+        loop {
+            match self.saving.load(self.settings.limits).await {
+                Ok(limiter) => {
+                    self.limiter = limiter;
+                    return true;
+                }
+                Err(error) => {
+                    if failures == 0 {
+                        tracing::warn!(bot = %self.bot.name, %error, "cannot read the flood-limit memory; retrying");
+                    }
+                    let wait = Backoff::DEFAULT.next_delay(failures);
+                    failures += 1;
+                    tokio::select! {
+                        _ = stop.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A call from the broker: answered from memory, joined to the same call in a
+    /// lane, refused, or queued in its chat's lane.
+    fn take(&mut self, taken: Taken, now: Instant) {
+        self.held += 1;
+        self.metrics
+            .pending
+            .with_label_values(&[&self.bot.name])
+            .set(self.held as i64);
+        let request = &taken.request;
+        let ce_id = format!("{}:{}", self.bot.id, request.broker_id);
+        let key = match &request.request_id {
+            Some(id) => format!("id:{id}"),
+            None => format!("ce:{ce_id}"),
+        };
+        if let Some(answered) = self.recent.get(&key, now).cloned() {
+            self.count(request.method.as_deref().unwrap_or(""), "duplicate");
+            return self.finish(taken, None, answered.body, answered.relay_error.as_deref());
+        }
+        if let Some(lane) = self.in_lanes.get(&key) {
+            if let Some(job) = self.lanes.find_mut(lane, &key) {
+                job.followers.push(taken);
+                return;
+            }
+        }
+        match call::check(request, &self.settings.allow, &self.settings.own_route) {
+            Err(why) => {
+                tracing::debug!(bot = %self.bot.name, %ce_id, reason = %why, "call refused");
+                self.count(request.method.as_deref().unwrap_or(""), "refused");
+                let body = call::relay_answer(400, &format!("Bad Request: {why}"));
+                let answered = Answered {
+                    body: body.clone(),
+                    relay_error: Some(why.clone()),
+                };
+                self.recent.insert(key, answered, now);
+                self.finish(taken, None, body, Some(&why));
+            }
+            Ok(call) => {
+                self.seq += 1;
+                let job = Job {
+                    seq: self.seq,
+                    taken,
+                    call,
+                    ce_id,
+                    key: key.clone(),
+                    taken_at: now,
+                    attempts: 0,
+                    failures: 0,
+                    followers: Vec::new(),
+                };
+                let lane = self.lanes.push(job);
+                self.in_lanes.insert(key, lane.clone());
+                self.schedule(lane, now);
+            }
+        }
+    }
+
+    /// Puts a lane with a call to make in line: ready now, or at the time its chat's
+    /// limits (or its backoff) allow.
+    fn schedule(&mut self, lane: LaneKey, now: Instant) {
+        let Some(not_before) = self.lanes.needs_schedule(&lane) else {
+            return;
+        };
+        let head = self
+            .lanes
+            .head(&lane)
+            .expect("a lane to schedule has a call");
+        let mut at = match &head.call.chat {
+            Some(chat) => self.limiter.chat_ready_at(chat, head.call.message, now),
+            None => now,
+        };
+        if let Some(not_before) = not_before {
+            at = at.max(not_before);
+        }
+        self.lanes.schedule(lane, at, now);
+    }
+
+    /// Sends what may go now; returns when to look again if the bot's turn, the lease
+    /// or unsaved memory holds the rest.
+    fn dispatch(&mut self, now: Instant) -> Option<Instant> {
+        while self.attempts.len() < self.settings.concurrency && self.lanes.has_ready() {
+            if !self.lease.is_valid() || !self.saving.may_send(now) {
+                return Some(now + HELD_RECHECK);
+            }
+            let turn = self.limiter.bot_ready_at(now);
+            if turn > now {
+                return Some(turn);
+            }
+            self.limiter.take(now);
+            let (lane, job) = self.lanes.start().expect("a lane is ready");
+            if job.attempts == 1 {
+                let bot = [self.bot.name.as_str()];
+                let waited = now.duration_since(job.taken_at).as_secs_f64();
+                self.metrics
+                    .wait_seconds
+                    .with_label_values(&bot)
+                    .observe(waited);
+                if let Some(age) = job
+                    .taken
+                    .request
+                    .published
+                    .and_then(|p| SystemTime::now().duration_since(p).ok())
+                {
+                    self.metrics
+                        .queue_seconds
+                        .with_label_values(&bot)
+                        .observe(age.as_secs_f64());
+                }
+            }
+            let api = self.api.clone();
+            let method = job.call.method.clone();
+            let body = job.taken.request.body.clone();
+            let timeout = self.settings.call_timeout;
+            self.attempts.spawn(async move {
+                let started = Instant::now();
+                let outcome = api.call_raw(&method, body, timeout).await;
+                Attempted {
+                    lane,
+                    outcome,
+                    started,
+                }
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,57 @@
+//! Stopping the executor: calls not sent go back in order, calls with Telegram
+//! finish up to the deadline, and the limiter's memory is saved a last time.
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::super::broker::Taken;
+use super::Executor;
+
+impl Executor {
+    /// Stopping: calls not sent go back in order; calls with Telegram finish up to the
+    /// deadline; the limiter's memory is saved a last time.
+    pub(super) async fn drain(mut self, mut intake: mpsc::Receiver<Taken>) {
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        intake.close();
+        let mut given_back = self.give_back().await;
+        while let Ok(taken) = intake.try_recv() {
+            taken.delivery.release().await;
+            given_back += 1;
+        }
+        while !self.attempts.is_empty() {
+            tokio::select! {
+                Some(done) = self.attempts.join_next() => {
+                    self.settle(done.expect("an attempt does not panic"));
+                    given_back += self.give_back().await;
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let abandoned = self.attempts.len();
+        self.attempts.abort_all();
+        if abandoned == 0 {
+            let _ = tokio::time::timeout_at(deadline, self.saving.save_last(&self.limiter)).await;
+        }
+        let finished = async { while self.finishing.join_next().await.is_some() {} };
+        let unsettled = tokio::time::timeout_at(deadline, finished).await.is_err();
+        self.finishing.abort_all();
+        self.metrics
+            .pending
+            .with_label_values(&[&self.bot.name])
+            .set(0);
+        tracing::info!(bot = %self.bot.name, given_back, abandoned, unsettled, "outbound calls stopped");
+    }
+
+    /// Gives back every call not with Telegram now, in the order taken.
+    async fn give_back(&mut self) -> usize {
+        let mut count = 0;
+        for job in self.lanes.drain_unstarted() {
+            self.in_lanes.remove(&job.key);
+            for taken in std::iter::once(job.taken).chain(job.followers) {
+                taken.delivery.release().await;
+                count += 1;
+            }
+        }
+        count
+    }
+}

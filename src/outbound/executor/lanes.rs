@@ -1,0 +1,302 @@
+//! Lanes: one queue per chat, each run one call at a time in the order taken, so a
+//! chat's calls reach Telegram in order; a call without a chat gets a lane of its own.
+//! A lane with calls is, at any time, waiting for a time (its chat's limits, a
+//! retry's backoff), ready (waiting for the bot's turn, first come first served), or
+//! busy (its head call is with Telegram).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use tokio::time::Instant;
+
+use super::super::broker::Taken;
+use super::super::call::Call;
+use super::super::limiter::ChatKey;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LaneKey {
+    Chat(ChatKey),
+    Solo(u64),
+}
+
+/// One call in a lane.
+pub struct Job {
+    /// Taken order, so that calls given back are given back in order.
+    pub seq: u64,
+    pub taken: Taken,
+    pub call: Call,
+    pub ce_id: String,
+    /// What the call is remembered by: its request id, else its `ce_id`.
+    pub key: String,
+    pub taken_at: Instant,
+    /// Attempts sent, and of them those that failed with a 5xx or no answer.
+    pub attempts: u32,
+    pub failures: u32,
+    /// The same call taken again while this one ran: they get its answer.
+    pub followers: Vec<Taken>,
+}
+
+#[derive(Default)]
+struct Lane {
+    jobs: VecDeque<Job>,
+    busy: bool,
+    /// In `ready` or `timers`.
+    scheduled: bool,
+    /// Which entry of `ready` or `timers` is this lane's live one (older ones are stale).
+    ticket: u64,
+    not_before: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Lanes {
+    lanes: HashMap<LaneKey, Lane>,
+    ready: VecDeque<(LaneKey, u64)>,
+    timers: BinaryHeap<Reverse<(Instant, LaneKey, u64)>>,
+    next_solo: u64,
+    next_ticket: u64,
+}
+
+impl Lanes {
+    /// Queues a job at the back of its chat's lane (or a lane of its own).
+    pub fn push(&mut self, job: Job) -> LaneKey {
+        let key = match &job.call.chat {
+            Some(chat) => LaneKey::Chat(chat.clone()),
+            None => {
+                self.next_solo += 1;
+                LaneKey::Solo(self.next_solo)
+            }
+        };
+        self.lanes
+            .entry(key.clone())
+            .or_default()
+            .jobs
+            .push_back(job);
+        key
+    }
+
+    pub fn head(&self, key: &LaneKey) -> Option<&Job> {
+        self.lanes.get(key)?.jobs.front()
+    }
+
+    pub fn head_mut(&mut self, key: &LaneKey) -> Option<&mut Job> {
+        self.lanes.get_mut(key)?.jobs.front_mut()
+    }
+
+    pub fn find_mut(&mut self, key: &LaneKey, job_key: &str) -> Option<&mut Job> {
+        self.lanes
+            .get_mut(key)?
+            .jobs
+            .iter_mut()
+            .find(|j| j.key == job_key)
+    }
+
+    /// The earliest its head may go by its own backoff, if it needs scheduling at all.
+    pub fn needs_schedule(&self, key: &LaneKey) -> Option<Option<Instant>> {
+        let lane = self.lanes.get(key)?;
+        (!lane.busy && !lane.scheduled && !lane.jobs.is_empty()).then_some(lane.not_before)
+    }
+
+    /// Makes the lane ready at `at`: now, or by a timer.
+    pub fn schedule(&mut self, key: LaneKey, at: Instant, now: Instant) {
+        let Some(lane) = self.lanes.get_mut(&key) else {
+            return;
+        };
+        self.next_ticket += 1;
+        lane.scheduled = true;
+        lane.ticket = self.next_ticket;
+        if at <= now {
+            self.ready.push_back((key, lane.ticket));
+        } else {
+            self.timers.push(Reverse((at, key, lane.ticket)));
+        }
+    }
+
+    /// Lanes whose timer is due; they need scheduling again (a limit may have moved).
+    pub fn due(&mut self, now: Instant) -> Vec<LaneKey> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, key, ticket)) = self.timers.pop().expect("peeked");
+            if let Some(lane) = self.live(&key, ticket) {
+                lane.scheduled = false;
+                due.push(key);
+            }
+        }
+        due
+    }
+
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Whether a lane is ready (dropping stale entries at the front).
+    pub fn has_ready(&mut self) -> bool {
+        while let Some((key, ticket)) = self.ready.front() {
+            let (key, ticket) = (key.clone(), *ticket);
+            if self.live(&key, ticket).is_some() {
+                return true;
+            }
+            self.ready.pop_front();
+        }
+        false
+    }
+
+    /// The lane an entry of `ready` or `timers` stands for, unless the entry is stale.
+    fn live(&mut self, key: &LaneKey, ticket: u64) -> Option<&mut Lane> {
+        self.lanes
+            .get_mut(key)
+            .filter(|lane| lane.scheduled && lane.ticket == ticket)
+    }
+
+    /// Takes the first ready lane and marks it busy; its head job is the call to send.
+    pub fn start(&mut self) -> Option<(LaneKey, &mut Job)> {
+        if !self.has_ready() {
+            return None;
+        }
+        let (key, _) = self.ready.pop_front()?;
+        let lane = self.lanes.get_mut(&key).expect("a ready lane exists");
+        lane.scheduled = false;
+        lane.busy = true;
+        lane.not_before = None;
+        let job = lane.jobs.front_mut().expect("a ready lane has a job");
+        job.attempts += 1;
+        Some((key, job))
+    }
+
+    /// The head's attempt is over and it stays: it goes again at `not_before` at the earliest.
+    pub fn again(&mut self, key: &LaneKey, not_before: Option<Instant>) {
+        if let Some(lane) = self.lanes.get_mut(key) {
+            lane.busy = false;
+            lane.not_before = not_before;
+        }
+    }
+
+    /// The head is done: removes it (and the lane, when that was its last job).
+    pub fn finish(&mut self, key: &LaneKey) -> Option<Job> {
+        let lane = self.lanes.get_mut(key)?;
+        lane.busy = false;
+        let job = lane.jobs.pop_front();
+        if lane.jobs.is_empty() {
+            self.lanes.remove(key);
+        }
+        job
+    }
+
+    /// Every job not with Telegram now, in the order they were taken (for giving back).
+    pub fn drain_unstarted(&mut self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for lane in self.lanes.values_mut() {
+            let keep = usize::from(lane.busy);
+            while lane.jobs.len() > keep {
+                jobs.push(lane.jobs.pop_back().expect("longer than keep"));
+            }
+            lane.scheduled = false;
+        }
+        self.ready.clear();
+        self.timers.clear();
+        jobs.sort_by_key(|j| j.seq);
+        jobs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::call::Request;
+    use futures::future::BoxFuture;
+
+    struct Nothing;
+    impl crate::outbound::broker::Delivery for Nothing {
+        fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn job(seq: u64, chat: Option<i64>) -> Job {
+        let request = Request {
+            method: Some("sendMessage".into()),
+            request_id: None,
+            reply_to: None,
+            broker_id: seq.to_string(),
+            body: bytes::Bytes::new(),
+            published: None,
+        };
+        Job {
+            seq,
+            taken: Taken {
+                request,
+                delivery: Box::new(Nothing),
+            },
+            call: Call {
+                method: "sendMessage".into(),
+                chat: chat.map(ChatKey::Id),
+                message: true,
+            },
+            ce_id: format!("1:{seq}"),
+            key: format!("1:{seq}"),
+            taken_at: Instant::now(),
+            attempts: 0,
+            failures: 0,
+            followers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_chat_runs_one_call_at_a_time_in_order() {
+        let mut lanes = Lanes::default();
+        let now = Instant::now();
+        let a = lanes.push(job(1, Some(5)));
+        assert_eq!(lanes.push(job(2, Some(5))), a);
+        let b = lanes.push(job(3, Some(6)));
+        for key in [&a, &b] {
+            assert_eq!(lanes.needs_schedule(key), Some(None));
+            lanes.schedule(key.clone(), now, now);
+        }
+        let (first, job) = lanes.start().unwrap();
+        assert_eq!((first.clone(), job.seq), (a.clone(), 1));
+        assert_eq!(lanes.start().unwrap().1.seq, 3);
+        assert!(lanes.start().is_none(), "chat 5 is busy");
+        assert_eq!(lanes.needs_schedule(&a), None);
+        assert_eq!(lanes.finish(&a).unwrap().seq, 1);
+        lanes.schedule(a.clone(), now, now);
+        assert_eq!(lanes.start().unwrap().1.seq, 2);
+    }
+
+    #[test]
+    fn a_stale_timer_never_schedules_a_lane_twice() {
+        let mut lanes = Lanes::default();
+        let now = Instant::now();
+        let later = now + std::time::Duration::from_secs(1);
+        let a = lanes.push(job(1, Some(5)));
+        lanes.schedule(a.clone(), later, now);
+        // The lane is rescheduled for now (say its pause was lifted): the timer is stale.
+        assert!(lanes.due(now).is_empty());
+        lanes.finish(&a);
+        let a = lanes.push(job(2, Some(5)));
+        lanes.schedule(a.clone(), now, now);
+        assert!(lanes.due(later).is_empty(), "the old lane's timer");
+        assert!(lanes.start().is_some());
+        assert!(lanes.start().is_none());
+    }
+
+    #[test]
+    fn unstarted_jobs_are_given_back_in_taken_order() {
+        let mut lanes = Lanes::default();
+        let now = Instant::now();
+        for (seq, chat) in [(1, 5), (2, 6), (3, 5), (4, 6), (5, 7)] {
+            let key = lanes.push(job(seq, Some(chat)));
+            if lanes.needs_schedule(&key).is_some() {
+                lanes.schedule(key, now, now);
+            }
+        }
+        assert_eq!(lanes.start().unwrap().1.seq, 1);
+        let back: Vec<u64> = lanes.drain_unstarted().iter().map(|j| j.seq).collect();
+        assert_eq!(back, vec![2, 3, 4, 5]);
+        assert!(lanes.start().is_none());
+    }
+}

@@ -1,0 +1,165 @@
+//! The gateway on Kafka: each bot's calls on a topic of their own, read by the bot's
+//! owner alone, its offsets kept under a consumer group of the bot's own; results
+//! produced like updates (idempotent, `acks=all`, awaited); the limiter's memory and
+//! the partitions' progress in a record on `<calls topic>.limits` (see `memory`).
+//!
+//! Offsets are committed only up to the oldest call not yet done (rdkafka's
+//! at-least-once pattern), so a crash runs again what was not finished; what was
+//! finished above that point is in the memory record, and the next owner skips it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use super::broker::{PublishError, Results};
+use super::call::Reply;
+use super::OutboundConfig;
+use crate::route::RouteTemplate;
+use crate::sink::kafka::topics;
+use crate::sink::kafka::{KafkaSinkConfig, KafkaSinkError};
+
+mod intake;
+mod memory;
+pub mod offsets;
+
+pub use intake::KafkaIntake;
+pub use memory::KafkaMemory;
+
+/// How long a result may wait in the producer before it counts as failed (and is tried again).
+const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The gateway's Kafka side, shared by every bot.
+pub struct KafkaOutbound {
+    producer: FutureProducer,
+    client_config: ClientConfig,
+}
+
+impl KafkaOutbound {
+    /// Creates the producer and checks (or creates) every bot's calls, results and
+    /// memory topics.
+    pub async fn connect(
+        sink: &KafkaSinkConfig,
+        config: &OutboundConfig,
+        bots: &[(String, u64)],
+    ) -> Result<KafkaOutbound, KafkaSinkError> {
+        let client_config = sink.client_config();
+        let producer: FutureProducer = client_config.create().map_err(KafkaSinkError::Producer)?;
+        let calls = RouteTemplate::parse(&config.subject).expect("validated template");
+        let results = RouteTemplate::parse(&config.results).expect("validated template");
+        let mut names = BTreeSet::new();
+        for (name, id) in bots {
+            let topic = calls.render_with(name, *id, "");
+            names.insert(memory::topic(&topic));
+            names.insert(topic);
+            names.insert(results.render_with(name, *id, ""));
+        }
+        topics::ensure_named(sink, &names).await?;
+        Ok(KafkaOutbound {
+            producer,
+            client_config,
+        })
+    }
+
+    pub fn results(&self) -> Arc<dyn Results> {
+        Arc::new(KafkaResults {
+            producer: self.producer.clone(),
+        })
+    }
+
+    /// One bot's intake and memory: its group `group` reading `topic`.
+    pub fn bot(
+        &self,
+        bot: &str,
+        group: String,
+        topic: String,
+    ) -> Result<(KafkaIntake, Arc<KafkaMemory>), KafkaError> {
+        let memory = Arc::new(KafkaMemory::new(
+            self.producer.clone(),
+            self.consumer_config("tgrelay-memory-reader"),
+            bot,
+            &topic,
+        ));
+        let intake = KafkaIntake::new(
+            self.consumer_config(&group),
+            bot,
+            topic,
+            Arc::clone(&memory),
+        )?;
+        Ok((intake, memory))
+    }
+
+    /// A consumer's configuration: the sink's connection settings without the producer's.
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.client_config.clone();
+        for producer_only in [
+            "enable.idempotence",
+            "acks",
+            "message.timeout.ms",
+            "linger.ms",
+        ] {
+            config.remove(producer_only);
+        }
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "8192");
+        config
+    }
+}
+
+struct KafkaResults {
+    producer: FutureProducer,
+}
+
+impl Results for KafkaResults {
+    fn publish<'a>(&'a self, reply: &'a Reply) -> BoxFuture<'a, Result<(), PublishError>> {
+        async move {
+            let mut headers = OwnedHeaders::new_with_capacity(reply.headers.len() + 1);
+            for (name, value) in &reply.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_str()),
+                });
+                if *name == "ce-id" {
+                    // The CloudEvents Kafka binding's spelling, as updates carry it.
+                    headers = headers.insert(Header {
+                        key: "ce_id",
+                        value: Some(value.as_str()),
+                    });
+                }
+            }
+            let record = FutureRecord::to(&reply.route)
+                .key(&reply.key)
+                .payload(&reply.body[..])
+                .headers(headers);
+            match self.producer.send(record, RESULT_TIMEOUT).await {
+                Ok(_) => Ok(()),
+                Err((error, _)) => Err(classify(error)),
+            }
+        }
+        .boxed()
+    }
+}
+
+fn classify(error: KafkaError) -> PublishError {
+    use RDKafkaErrorCode::*;
+    match error.rdkafka_error_code() {
+        Some(
+            UnknownTopicOrPartition
+            | UnknownTopic
+            | InvalidTopic
+            | TopicAuthorizationFailed
+            | MessageSizeTooLarge
+            | InvalidMessageSize,
+        ) => PublishError::Refused(error.to_string()),
+        _ => PublishError::Transient(error.to_string()),
+    }
+}

@@ -1,0 +1,308 @@
+//! The Bot API gateway on NATS JetStream, tried as a service would: calls published
+//! to `<prefix>-out.main` by several producers at once, for many chats, against the
+//! fake Bot API keeping Telegram's flood limits (scaled up so that thousands of calls
+//! take seconds). Every call must get exactly one result, each chat's calls must reach
+//! Telegram in the order published, no limit may be exceeded, a 429 for one chat must
+//! not hold up another, and refused calls get the refusal as their result.
+
+mod support;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use support::fake_bot_api::{FakeBotApi, Fault};
+use support::gateway::{self, Call};
+use support::{nats, relay};
+use tgrelay::app::Relay;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    api: FakeBotApi,
+    token: String,
+    prefix: String,
+    js: jetstream::Context,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Setup {
+    async fn start(bot_id: u64) -> Setup {
+        // The relay's log, shown when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("tgrelay=info")
+            .with_test_writer()
+            .try_init();
+        let api = FakeBotApi::start().await;
+        let token = relay::token(bot_id);
+        api.add_bot(&token);
+        api.sends().set_limits(gateway::fast_limits());
+        let prefix = nats::unique("gw");
+        let toml = format!(
+            "{}{}",
+            nats::sink_toml(&format!("{prefix}_UPD"), &prefix, ""),
+            gateway::outbound_toml(&prefix, "")
+        );
+        let config = relay::config(&api.base_url(), &[("main", &token)], &toml);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(Relay::new(config).run(shutdown.clone()));
+        let js = nats::jetstream().await;
+        // The relay creates the calls' stream once it connected.
+        let stream = format!("{prefix}_OUT");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while js.get_stream(&stream).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relay made no stream {stream}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Setup {
+            api,
+            token,
+            prefix,
+            js,
+            shutdown,
+            task,
+        }
+    }
+
+    fn calls_subject(&self) -> String {
+        format!("{}-out.main", self.prefix)
+    }
+
+    async fn results(&self, count: usize) -> Vec<gateway::Answer> {
+        let subject = format!("{}-out.main.results", self.prefix);
+        gateway::results_nats(
+            &self.js,
+            &format!("{}_OUT", self.prefix),
+            &subject,
+            count,
+            WAIT,
+        )
+        .await
+    }
+
+    async fn publish(&self, method: &str, body: &str, id: &str, reply_to: Option<&str>) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("tg-method", method);
+        headers.insert("tg-request-id", id);
+        if let Some(reply_to) = reply_to {
+            headers.insert("tg-reply-to", reply_to);
+        }
+        let payload = body.to_owned().into_bytes().into();
+        self.js
+            .publish_with_headers(self.calls_subject(), headers, payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        for stream in ["OUT", "OUT_LIMITS", "UPD"] {
+            nats::delete_stream(&self.js, &format!("{}_{stream}", self.prefix)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flood_from_several_producers_gets_one_result_per_call_in_order_within_the_limits() {
+    let setup = Setup::start(8101).await;
+    let plan = gateway::plan("flood", 60, 40, 15, 4);
+    let total: usize = plan.iter().map(Vec::len).sum();
+    let producers: Vec<_> = plan
+        .iter()
+        .cloned()
+        .map(|calls| {
+            tokio::spawn(gateway::publish_nats(
+                setup.js.clone(),
+                setup.calls_subject(),
+                calls,
+            ))
+        })
+        .collect();
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let answers = setup.results(total).await;
+    assert_eq!(
+        gateway::check_results(&plan, &answers),
+        0,
+        "no call answered twice"
+    );
+    assert_eq!(
+        gateway::check_sent(&setup.api, &setup.token, &plan),
+        0,
+        "no call sent twice"
+    );
+    assert_eq!(answers.len(), total);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_for_one_chat_holds_that_chat_only_and_for_as_long_as_asked() {
+    let setup = Setup::start(8102).await;
+    setup.api.sends().inject_429(&setup.token, "1001", 2);
+    let calls = |chat: i64, seqs: std::ops::Range<usize>| -> Vec<Call> {
+        seqs.map(|seq| Call {
+            id: format!("t:{chat}:{seq}"),
+            chat,
+            seq,
+        })
+        .collect()
+    };
+    let subject = setup.calls_subject();
+    gateway::publish_nats(setup.js.clone(), subject.clone(), calls(1001, 0..1)).await;
+    gateway::publish_nats(setup.js.clone(), subject.clone(), calls(1002, 0..5)).await;
+    gateway::publish_nats(setup.js.clone(), subject, calls(1001, 1..2)).await;
+    let answers = setup.results(7).await;
+    assert_eq!(answers.len(), 7);
+    assert!(
+        answers.iter().all(|a| a.body["ok"] == true),
+        "a 429 is waited out, never a result"
+    );
+
+    let sent = setup.api.sends().sent(&setup.token);
+    let order: Vec<String> = sent
+        .iter()
+        .map(|s| format!("{}/{}", s.params["text"].as_str().unwrap(), s.status))
+        .collect();
+    let expected = [
+        "t:1001:0/429",
+        "t:1002:0/200",
+        "t:1002:1/200",
+        "t:1002:2/200",
+        "t:1002:3/200",
+        "t:1002:4/200",
+        "t:1001:0/200",
+        "t:1001:1/200",
+    ];
+    assert_eq!(order, expected);
+    let waited = sent[6].at.duration_since(sent[0].at);
+    assert!(
+        waited >= Duration::from_secs(2),
+        "retried after {waited:?}, asked 2 s"
+    );
+    assert!(setup.api.sends().flood_refusals(&setup.token).is_empty());
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn refused_calls_get_the_refusal_as_their_result_and_never_reach_telegram() {
+    let setup = Setup::start(8103).await;
+    let refused = [
+        ("getUpdates", r#"{"offset":424242}"#, "r1"),
+        ("deleteWebhook", r#"{"drop_pending_updates":true}"#, "r2"),
+        ("LOGOUT", "{}", "r3"),
+        ("setMyCommands", r#"{"commands":[]}"#, "r4"),
+        ("sendMessage", "not json", "r5"),
+        ("sendMessage", "[1]", "r6"),
+    ];
+    for (method, body, id) in refused {
+        setup.publish(method, body, id, None).await;
+    }
+    let answers = setup.results(refused.len()).await;
+    assert_eq!(answers.len(), refused.len());
+    for answer in &answers {
+        assert_eq!(answer.body["ok"], false, "{answer:?}");
+        assert_eq!(answer.body["error_code"], 400, "{answer:?}");
+        assert!(answer.body["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bad Request: "));
+        assert!(answer.headers.contains_key("tgrelay-error"), "{answer:?}");
+    }
+    assert!(setup.api.sends().sent(&setup.token).is_empty());
+    let calls = setup.api.calls(&setup.token);
+    assert!(!calls
+        .iter()
+        .any(|c| c.params.get("offset").is_some_and(|o| o == 424242)));
+    assert!(!calls
+        .iter()
+        .any(|c| c.method == "deleteWebhook" && c.params["drop_pending_updates"] == true));
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_waiting_on_its_own_subject_gets_its_answer_there() {
+    let setup = Setup::start(8104).await;
+    let inbox = format!("{}-inbox.svc", setup.prefix);
+    let mut replies = setup.js.client().subscribe(inbox.clone()).await.unwrap();
+    setup
+        .publish(
+            "sendMessage",
+            r#"{"chat_id":77,"text":"hello"}"#,
+            "q1",
+            Some(&inbox),
+        )
+        .await;
+    let reply = tokio::time::timeout(WAIT, replies.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = gateway::answer(reply.headers.as_ref(), &reply.payload);
+    assert_eq!(answer.body["ok"], true);
+    assert_eq!(answer.body["result"]["text"], "hello");
+    assert_eq!(answer.request_id(), "q1");
+    assert_eq!(
+        answer.headers.get("tg-method").map(String::as_str),
+        Some("sendMessage")
+    );
+    assert!(answer.headers["ce-id"].starts_with("8104:"), "{answer:?}");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_5xx_is_tried_again_a_400_is_final_and_the_token_stays_off_the_broker() {
+    let setup = Setup::start(8105).await;
+    for _ in 0..2 {
+        setup
+            .api
+            .inject_on(&setup.token, "sendMessage", Fault::InternalError);
+    }
+    // One call at a time, so that the first takes both 500s.
+    setup
+        .publish("sendMessage", r#"{"chat_id":5,"text":"again"}"#, "t1", None)
+        .await;
+    let first = setup.results(1).await;
+    let again = &first[0].body;
+    assert_eq!(
+        again["result"]["text"], "again",
+        "the third attempt went through"
+    );
+    setup
+        .publish("sendMessage", r#"{"chat_id":6,"text":""}"#, "t2", None)
+        .await;
+    let second = setup.results(1).await;
+    let bad = &second[0].body;
+    assert_eq!(
+        (bad["ok"].as_bool(), bad["error_code"].as_i64()),
+        (Some(false), Some(400))
+    );
+    assert_eq!(
+        bad["description"], "Bad Request: message text is empty",
+        "Telegram's own answer, once"
+    );
+    let texts: Vec<String> = setup
+        .api
+        .calls(&setup.token)
+        .iter()
+        .map(|c| c.method.clone())
+        .collect();
+    assert_eq!(
+        texts.iter().filter(|m| *m == "sendMessage").count(),
+        4,
+        "{texts:?}"
+    );
+    let token_id = setup.token.split_once(':').unwrap().1;
+    for answer in first.iter().chain(&second) {
+        assert!(!format!("{answer:?}").contains(token_id), "{answer:?}");
+    }
+    setup.stop().await;
+}

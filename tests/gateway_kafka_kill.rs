@@ -1,0 +1,79 @@
+//! A relay killed mid-flood on Kafka loses no call: one relay process runs a bot's
+//! calls from Kafka, is SIGKILLed after a quarter of a flood, and is started again.
+//! Every call gets its result, each chat's calls still reach Telegram in order, no
+//! limit is exceeded (the restarted relay reads the limits its predecessor kept), and
+//! what is sent twice is at most what the README promises on Kafka: the calls with
+//! Telegram at the kill and those finished in the quarter second before it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_bot_api::FakeBotApi;
+use support::gateway;
+use support::process::RelayProcess;
+use support::{kafka, nats, relay};
+
+const CONCURRENCY: usize = 8;
+/// The test's bot rate is 200 calls a second; progress is saved every 250 ms.
+const FINISHED_UNSAVED: usize = 200 / 4;
+
+#[tokio::test]
+async fn a_killed_relay_restarted_loses_no_call_and_repeats_only_the_last_moments() {
+    let api = FakeBotApi::start().await;
+    let token = relay::token(8401);
+    api.add_bot(&token);
+    api.sends().set_limits(gateway::fast_limits());
+    let prefix = nats::unique("gwkk");
+    let toml = format!(
+        "drain_timeout = \"5s\"\n[admin]\nlisten = \"\"\n{}{}[bots.main]\ntoken = \"{token}\"\napi_url = \"{}\"\npoll_timeout = \"1s\"\n",
+        kafka::sink_toml(&prefix, ""),
+        gateway::outbound_toml(&prefix, &format!("concurrency = {CONCURRENCY}\n")),
+        api.base_url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let first = RelayProcess::spawn(dir.path(), "first", &toml, &[]);
+
+    let plan = gateway::plan("kk", 60, 40, 20, 4);
+    let total: usize = plan.iter().map(Vec::len).sum();
+    let topic = format!("{prefix}-out.main");
+    let producers: Vec<_> = plan
+        .iter()
+        .cloned()
+        .map(|calls| {
+            tokio::spawn(gateway::publish_kafka(
+                kafka::brokers(),
+                topic.clone(),
+                calls,
+            ))
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while api.sends().sent(&token).len() < total / 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a quarter of the calls sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    let second = RelayProcess::spawn(dir.path(), "second", &toml, &[]);
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let results = format!("{topic}.results");
+    let answers =
+        gateway::results_kafka(&kafka::brokers(), &results, total, Duration::from_secs(120)).await;
+    let answered_twice = gateway::check_results(&plan, &answers);
+    let sent_twice = gateway::check_sent(&api, &token, &plan);
+    second.terminate().await;
+    eprintln!("{total} calls; sent twice: {sent_twice}; answered twice: {answered_twice}");
+    assert!(
+        sent_twice <= CONCURRENCY + FINISHED_UNSAVED,
+        "{sent_twice} calls sent twice"
+    );
+    assert!(
+        answered_twice <= CONCURRENCY + FINISHED_UNSAVED,
+        "{answered_twice} calls answered twice"
+    );
+}
