@@ -22,7 +22,7 @@ use crate::config::{ClusterMode, Config, Mode};
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
-use crate::outbound::{Outbound, OutboundSlot};
+use crate::outbound::{Outbound, OutboundSetup, OutboundSlot};
 use crate::reload::{BotSet, ConfigSource, Reloader};
 use crate::sink::connecting::ConnectingSink;
 use crate::sink::kafka::topics::BotRoutes;
@@ -313,7 +313,19 @@ impl BringUp {
                 )
                 .await?;
                 // Last: it registers its metrics once it connected.
-                let outbound = Outbound::connect(&self.config, &connected, &self.metrics).await?;
+                let setup = OutboundSetup {
+                    config: &self.config.outbound,
+                    sink: self.config.sink.kind,
+                    kafka: &self.config.sink.kafka,
+                    bots: self
+                        .config
+                        .bots
+                        .iter()
+                        .map(|(n, b)| (n.clone(), b.bot_id()))
+                        .collect(),
+                    drain_timeout: self.config.drain_timeout,
+                };
+                let outbound = Outbound::connect(setup, &connected, &self.metrics).await?;
                 anyhow::Ok((connected, ownership, outbound))
             };
             match connected.await {

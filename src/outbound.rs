@@ -20,7 +20,6 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::route::RouteTemplate;
 use crate::sink::{Connected, SinkKind};
@@ -44,6 +43,16 @@ use broker::{LimitsStore, Results};
 use executor::{Executor, Parts, Settings};
 use limiter::Limits;
 use metrics::OutboundMetrics;
+
+/// What the gateway is set up from: its section, the sink it shares, and the bots.
+pub struct OutboundSetup<'a> {
+    pub config: &'a OutboundConfig,
+    pub sink: SinkKind,
+    pub kafka: &'a crate::sink::KafkaSinkConfig,
+    /// The configured bots' names and ids.
+    pub bots: Vec<(String, u64)>,
+    pub drain_timeout: Duration,
+}
 
 /// Calls the executor may hold between the broker and its lanes.
 const INTAKE: usize = 64;
@@ -79,25 +88,21 @@ struct BotSide {
 impl Outbound {
     /// The gateway on the broker the sink connected to, when `[outbound]` is enabled:
     /// the calls' stream or topics checked (or created). Registers its metrics, so it
-    /// is called once it is the last step that can fail.
+    /// is called once it is the last step that can fail. `bots` are the configured
+    /// bots' names and ids.
     pub async fn connect(
-        config: &Config,
+        setup: OutboundSetup<'_>,
         connected: &Connected,
         relay_metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Outbound>>> {
-        let out = &config.outbound;
+        let out = setup.config;
         if !out.enabled {
             return Ok(None);
         }
-        let broker = match (&connected.nats, config.sink.kind) {
+        let broker = match (&connected.nats, setup.sink) {
             (Some(js), _) => Broker::Nats(Box::new(nats::NatsOutbound::connect(js, out).await?)),
             (None, SinkKind::Kafka) => {
-                let bots: Vec<(String, u64)> = config
-                    .bots
-                    .iter()
-                    .map(|(n, b)| (n.clone(), b.bot_id()))
-                    .collect();
-                Broker::Kafka(kafka::KafkaOutbound::connect(&config.sink.kafka, out, &bots).await?)
+                Broker::Kafka(kafka::KafkaOutbound::connect(setup.kafka, out, &setup.bots).await?)
             }
             _ => anyhow::bail!("outbound calls need sink.kind = \"nats\" or \"kafka\""),
         };
@@ -106,7 +111,7 @@ impl Outbound {
             broker,
             metrics: Arc::new(OutboundMetrics::new(relay_metrics.registry())),
             relay_metrics: Arc::clone(relay_metrics),
-            drain_timeout: config.drain_timeout,
+            drain_timeout: setup.drain_timeout,
         })))
     }
 
