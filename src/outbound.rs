@@ -126,6 +126,13 @@ impl Outbound {
         };
         let own_route = render(&self.config.subject);
         let settings = self.settings(&bot.name, own_route.clone(), render(&self.config.results));
+        if let Broker::Kafka(k) = &self.broker {
+            // A bot added while the relay runs: its topics were not there at start.
+            if let Err(e) = k.ensure_topics(&[(bot.name.clone(), bot.id)]).await {
+                tracing::error!(bot = %bot.name, error = %e, "the outbound calls' topics are missing");
+                return;
+            }
+        }
         let (tx, rx) = mpsc::channel(INTAKE);
         let Some(side) = self.side(&bot.name, &render, own_route, tx, &stop) else {
             return;

@@ -39,6 +39,12 @@ const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct KafkaOutbound {
     producer: FutureProducer,
     client_config: ClientConfig,
+    /// For the topics of bots added while the relay runs.
+    sink: KafkaSinkConfig,
+    calls: RouteTemplate,
+    results: RouteTemplate,
+    /// Bots whose topics are known to be there.
+    ready: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl KafkaOutbound {
@@ -53,18 +59,35 @@ impl KafkaOutbound {
         let producer: FutureProducer = client_config.create().map_err(KafkaSinkError::Producer)?;
         let calls = RouteTemplate::parse(&config.subject).expect("validated template");
         let results = RouteTemplate::parse(&config.results).expect("validated template");
-        let mut names = BTreeSet::new();
-        for (name, id) in bots {
-            let topic = calls.render_with(name, *id, "");
-            names.insert(memory::topic(&topic));
-            names.insert(topic);
-            names.insert(results.render_with(name, *id, ""));
-        }
-        topics::ensure_named(sink, &names).await?;
-        Ok(KafkaOutbound {
+        let outbound = KafkaOutbound {
             producer,
             client_config,
-        })
+            sink: sink.clone(),
+            calls,
+            results,
+            ready: Default::default(),
+        };
+        outbound.ensure_topics(bots).await?;
+        Ok(outbound)
+    }
+
+    /// Checks (or creates) these bots' calls, results and memory topics.
+    pub async fn ensure_topics(&self, bots: &[(String, u64)]) -> Result<(), KafkaSinkError> {
+        let mut names = BTreeSet::new();
+        let ready = self.ready.lock().unwrap().clone();
+        for (name, id) in bots.iter().filter(|(name, _)| !ready.contains(name)) {
+            let topic = self.calls.render_with(name, *id, "");
+            names.insert(memory::topic(&topic));
+            names.insert(topic);
+            names.insert(self.results.render_with(name, *id, ""));
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        topics::ensure_named(&self.sink, &names).await?;
+        let mut ready = self.ready.lock().unwrap();
+        ready.extend(bots.iter().map(|(name, _)| name.clone()));
+        Ok(())
     }
 
     pub fn results(&self) -> Arc<dyn Results> {
