@@ -72,7 +72,7 @@ pub struct Outbound {
 
 enum Broker {
     Nats(Box<nats::NatsOutbound>),
-    Kafka(kafka::KafkaOutbound),
+    Kafka(Box<kafka::KafkaOutbound>),
 }
 
 /// One bot's side of the broker: where its calls come from and results go.
@@ -101,9 +101,9 @@ impl Outbound {
         }
         let broker = match (&connected.nats, setup.sink) {
             (Some(js), _) => Broker::Nats(Box::new(nats::NatsOutbound::connect(js, out).await?)),
-            (None, SinkKind::Kafka) => {
-                Broker::Kafka(kafka::KafkaOutbound::connect(setup.kafka, out, &setup.bots).await?)
-            }
+            (None, SinkKind::Kafka) => Broker::Kafka(Box::new(
+                kafka::KafkaOutbound::connect(setup.kafka, out, &setup.bots).await?,
+            )),
             _ => anyhow::bail!("outbound calls need sink.kind = \"nats\" or \"kafka\""),
         };
         Ok(Some(Arc::new(Outbound {
