@@ -20,11 +20,13 @@ use crate::sink::SinkConfig;
 use crate::source::webhook::{BotWebhookConfig, WebhookServerConfig};
 use crate::telegram::TelegramConfig;
 
+mod bots;
 mod cluster;
 pub mod keys;
 mod sources;
 mod validate;
 
+pub use bots::BOT_PLACEHOLDER;
 pub use cluster::{ClusterConfig, ClusterMode};
 
 /// The whole configuration.
@@ -33,6 +35,10 @@ pub use cluster::{ClusterConfig, ClusterMode};
 pub struct Config {
     /// The bots to relay, by name. The name is `{bot}` in routing templates.
     pub bots: BTreeMap<String, BotConfig>,
+    /// Settings every bot starts from: a `[bots.<name>]` table overrides them key by key,
+    /// and a bot known only by its token file has exactly these. `{bot}` in a value
+    /// becomes the bot's name. Never a token.
+    pub bot_defaults: BotConfig,
     /// A directory of token files, one per bot, named as the bot: read at start, on
     /// SIGHUP and whenever it changes (a Kubernetes Secret mounted as a directory).
     pub tokens_dir: Option<PathBuf>,
@@ -61,6 +67,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             bots: BTreeMap::new(),
+            bot_defaults: BotConfig::default(),
             tokens_dir: None,
             sink: SinkConfig::default(),
             log: LogConfig::default(),
@@ -262,26 +269,14 @@ impl Config {
             Err(e) if e.missing() => {}
             Err(e) => errors.extend(keys::describe(e, "drain_timeout")),
         }
+        // Merged once: every bot is read from this tree (see `bots`).
         let top: BTreeMap<String, figment::value::Value> = figment.extract().unwrap_or_default();
-        let names: Vec<String> = match top.get("bots") {
-            Some(figment::value::Value::Dict(_, bots)) => bots.keys().cloned().collect(),
-            Some(other) => {
-                let md = figment.get_metadata(other.tag());
-                errors.push(keys::retell("bots", md, "must be a table of bots by name"));
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        for name in &names {
-            match figment.extract_inner::<BotConfig>(&format!("bots.{name}")) {
-                Ok(bot) => {
-                    config.bots.insert(name.clone(), bot);
-                }
-                Err(e) => errors.extend(keys::describe(e, &format!("bots.{name}"))),
-            }
-        }
+        let bots = bots::read(&figment, &top, config.tokens_dir.as_deref(), &mut errors);
+        config.bots = bots.bots;
+        config.bot_defaults = bots.defaults;
         let known = [
             "bots",
+            "bot_defaults",
             "sink",
             "log",
             "admin",
@@ -298,7 +293,7 @@ impl Config {
             let problem = format!("unknown setting; expected one of {}", known.join(", "));
             errors.push(keys::retell(key, md, &problem));
         }
-        errors.extend(validate::validate(&mut config, !names.is_empty()));
+        errors.extend(validate::validate(&mut config, bots.named));
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -318,10 +313,17 @@ impl Config {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
-        if self.bots.values().all(|bot| bot.mode == Mode::Polling) {
+        if !self.may_have_webhook_bots() {
             return 1;
         }
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Whether a webhook bot runs now or may come: a token file added to `tokens_dir`
+    /// is a bot with the defaults' mode.
+    pub fn may_have_webhook_bots(&self) -> bool {
+        self.bots.values().any(|bot| bot.mode == Mode::Webhook)
+            || (self.tokens_dir.is_some() && self.bot_defaults.mode == Mode::Webhook)
     }
 
     /// The effective configuration as TOML, every secret redacted.

@@ -274,3 +274,103 @@ fn exit_statuses_tell_a_bad_command_line_from_a_bad_configuration() {
         ran.stderr
     );
 }
+
+/// Runs `check-config` on `toml` written to a file in `dir`.
+fn check(dir: &std::path::Path, toml: &str) -> std::process::Output {
+    let path = dir.join("relay.toml");
+    std::fs::write(&path, toml).unwrap();
+    Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_token_directory_is_validated_file_by_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let head = format!(
+        "tokens_dir = \"{}\"\n[sink]\nkind = \"file\"\n",
+        tokens.display()
+    );
+
+    // An empty directory is a relay waiting for its first bot, not an error.
+    let output = check(dir.path(), &head);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    // Hidden entries (a mounted Secret's `..data`) and directories are not bots.
+    std::fs::write(tokens.join("shop"), format!("{}\n", token(301))).unwrap();
+    std::fs::write(tokens.join(".shop.swp"), "junk").unwrap();
+    std::fs::create_dir(tokens.join("..2026_11_26")).unwrap();
+    let output = check(dir.path(), &head);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let effective = String::from_utf8_lossy(&output.stdout);
+    assert!(effective.contains("[bots.shop]"), "{effective}");
+    assert_eq!(
+        effective.matches("[bots.").count() - effective.matches("[bots.shop.").count(),
+        1
+    );
+    assert!(!effective.contains(&token(301)), "the token is redacted");
+
+    // Problems name the file; a token is never echoed; a default's problem is told
+    // once, not once per bot.
+    std::fs::write(tokens.join("Bad.Name"), token(302)).unwrap();
+    std::fs::write(tokens.join("broken"), "SECRET-not-a-token").unwrap();
+    for i in 0..20 {
+        std::fs::write(tokens.join(format!("b{i}")), token(400 + i)).unwrap();
+    }
+    let output = check(
+        dir.path(),
+        &format!(
+            "{head}[bot_defaults]\npoll_limit = 500\n[bots.shop]\ntoken = \"{}\"\n",
+            token(301)
+        ),
+    );
+    assert_eq!(output.status.code(), CONFIG);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "bots.Bad.Name: a bot name is 1-64 of a-z",
+        "bots.broken.token (TGRELAY_BOTS__BROKEN__TOKEN): not a bot token",
+        "bots.shop: its token is set both here and by the file",
+        "bot_defaults.poll_limit (TGRELAY_BOT_DEFAULTS__POLL_LIMIT): must be 1 to 100",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+    assert_eq!(errors.matches("poll_limit").count(), 1, "{errors}");
+    assert!(!errors.contains("SECRET"), "{errors}");
+
+    // A directory that is not there is an error naming it.
+    let output = check(
+        dir.path(),
+        "tokens_dir = \"/nonexistent/tokens\"\n[sink]\nkind = \"file\"\n",
+    );
+    assert_eq!(output.status.code(), CONFIG);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains(
+            "tokens_dir (TGRELAY_TOKENS_DIR): cannot read the directory /nonexistent/tokens"
+        ),
+        "{errors}"
+    );
+
+    // The defaults never carry a token.
+    let output = check(
+        dir.path(),
+        &format!(
+            "[sink]\nkind = \"file\"\n[bot_defaults]\ntoken = \"{}\"\n[bots.x]\ntoken = \"{}\"\n",
+            token(501),
+            token(502)
+        ),
+    );
+    assert_eq!(output.status.code(), CONFIG);
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("bot_defaults: a token belongs to one bot"),
+        "{output:?}"
+    );
+}

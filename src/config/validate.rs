@@ -27,14 +27,18 @@ const MAX_WORKER_THREADS: usize = 256;
 /// configuration names bots, even if none of them could be read (already reported).
 pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
     let mut errors = Vec::new();
-    if !bots_named {
+    // With a token directory, bots may come later: adding a file adds one.
+    if !bots_named && config.tokens_dir.is_none() {
         errors.push(
-            "no bots configured: add [bots.<name>] with a token (or TGRELAY_BOTS__<NAME>__TOKEN)"
+            "no bots configured: add [bots.<name>] with a token (or TGRELAY_BOTS__<NAME>__TOKEN), or set tokens_dir"
                 .to_owned(),
         );
     }
+    // The defaults are checked once; a bot with the same settings (every bot known by
+    // its token file alone) is not told the same problem again.
+    validate_settings("bot_defaults", &config.bot_defaults, &mut errors);
     for (name, bot) in &mut config.bots {
-        validate_bot(name, bot, &mut errors);
+        validate_bot(name, bot, &config.bot_defaults, &mut errors);
     }
     validate_distinct_bots(config, &mut errors);
     errors.extend(config.sink.validate());
@@ -80,7 +84,7 @@ pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
     errors
 }
 
-fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
+fn validate_bot(name: &str, bot: &mut BotConfig, defaults: &BotConfig, errors: &mut Vec<String>) {
     let key = |field: &str| setting(&format!("bots.{name}.{field}"));
     let name_ok = !name.is_empty()
         && name.len() <= 64
@@ -102,6 +106,21 @@ fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
             ));
         }
     }
+    if bot.mode == Mode::Webhook {
+        validate_webhook(name, bot, errors);
+    }
+    let same_as_defaults = bot.api_url == defaults.api_url
+        && bot.poll_timeout == defaults.poll_timeout
+        && bot.poll_limit == defaults.poll_limit
+        && bot.allowed_updates == defaults.allowed_updates;
+    if !same_as_defaults {
+        validate_settings(&format!("bots.{name}"), bot, errors);
+    }
+}
+
+/// The settings a bot may take from `[bot_defaults]`; `prefix` is where they were set.
+fn validate_settings(prefix: &str, bot: &BotConfig, errors: &mut Vec<String>) {
+    let key = |field: &str| setting(&format!("{prefix}.{field}"));
     match reqwest::Url::parse(&bot.api_url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {}
         _ => errors.push(format!(
@@ -109,9 +128,6 @@ fn validate_bot(name: &str, bot: &mut BotConfig, errors: &mut Vec<String>) {
             key("api_url"),
             bot.api_url
         )),
-    }
-    if bot.mode == Mode::Webhook {
-        validate_webhook(name, bot, errors);
     }
     let timeout = bot.poll_timeout;
     if timeout.as_secs() > 50 || timeout.subsec_nanos() != 0 {
@@ -253,7 +269,7 @@ fn validate_webhook_server(config: &Config, errors: &mut Vec<String>) {
             ));
         }
     }
-    if paths.is_empty() {
+    if !config.may_have_webhook_bots() {
         return;
     }
     if webhook.listen.parse::<std::net::SocketAddr>().is_err() {
