@@ -251,7 +251,7 @@ async fn webhook_listener(
             .collect()
     };
     let first = routes(&bots.borrow());
-    if first.is_empty() {
+    if !config.may_have_webhook_bots() {
         return Ok((None, None));
     }
     let server = WebhookServer::new(&config.webhook, first, shutdown.clone());

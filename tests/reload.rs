@@ -127,3 +127,145 @@ async fn sighup_adds_removes_and_retokens_bots_without_touching_the_others() {
         }
     }
 }
+
+/// A token directory laid out as the kubelet mounts a Secret: the files live in a
+/// timestamped directory, `..data` links to it, and each key links through `..data`.
+/// An update writes a new directory and swaps the `..data` link in one rename.
+struct SecretMount {
+    dir: std::path::PathBuf,
+    generation: u32,
+}
+
+impl SecretMount {
+    fn new(dir: &Path) -> SecretMount {
+        std::fs::create_dir_all(dir).unwrap();
+        SecretMount {
+            dir: dir.to_owned(),
+            generation: 0,
+        }
+    }
+
+    fn publish(&mut self, keys: &[(&str, &str)]) {
+        use std::os::unix::fs::symlink;
+        self.generation += 1;
+        let data = format!("..2026_11_26_{}", self.generation);
+        std::fs::create_dir(self.dir.join(&data)).unwrap();
+        for (key, value) in keys {
+            std::fs::write(self.dir.join(&data).join(key), format!("{value}\n")).unwrap();
+        }
+        symlink(&data, self.dir.join("..data_tmp")).unwrap();
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).unwrap();
+        for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && !keys.iter().any(|(k, _)| *k == name) {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        for (key, _) in keys {
+            let link = self.dir.join(key);
+            if std::fs::symlink_metadata(&link).is_err() {
+                symlink(Path::new("..data").join(key), link).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_directory_adds_retokens_and_removes_bots_as_its_files_change() {
+    let api = FakeBotApi::start().await;
+    let (a, b, c, c2) = (token(8201), token(8202), token(8203), token(8204));
+    for t in [&a, &b, &c, &c2] {
+        api.add_bot(t);
+    }
+    let corpus = Corpus::load();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let mut mount = SecretMount::new(&tokens);
+    mount.publish(&[("a", &a), ("b", &b)]);
+    // Every bot from the directory takes the defaults; b's own table overrides one.
+    let toml = format!(
+        "tokens_dir = \"{}\"\ndrain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n\
+         [sink]\nkind = \"file\"\n[sink.file]\npath = \"{}\"\n\
+         [bot_defaults]\napi_url = \"{}\"\npoll_timeout = \"30s\"\n[bots.b]\npoll_limit = 50\n",
+        tokens.display(),
+        dir.path().join("updates.jsonl").display(),
+        api.base_url()
+    );
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, toml).unwrap();
+    let relay = RelayProcess::spawn_file(dir.path(), "relay", &path, &[]);
+    api.push_updates(&a, corpus.mixed(1, 3, 1));
+    api.push_updates(&b, corpus.mixed(1, 3, 2));
+    assert!(api.wait_for_confirmed(&a, 3, WAIT).await);
+    assert!(api.wait_for_confirmed(&b, 3, WAIT).await);
+    assert!(
+        eventually(10, || unanswered(&api, &b) == 1).await,
+        "b long-polls"
+    );
+    let b_polls = api.calls(&b).len();
+
+    // A key added to the Secret is a bot.
+    mount.publish(&[("a", &a), ("b", &b), ("c", &c)]);
+    api.push_updates(&c, corpus.mixed(1, 4, 3));
+    assert!(
+        api.wait_for_confirmed(&c, 4, WAIT).await,
+        "an added file's bot polls"
+    );
+
+    // A file that is not a token is refused whole; the running bots go on.
+    mount.publish(&[("a", &a), ("b", &b), ("c", &c), ("d", "not-a-token")]);
+    assert!(
+        eventually(10, || relay
+            .log_text()
+            .contains("configuration change refused"))
+        .await
+    );
+    api.push_updates(&c, corpus.mixed(5, 1, 4));
+    assert!(api.wait_for_confirmed(&c, 5, WAIT).await, "c still runs");
+
+    // c re-tokened and a removed (with an update just relayed) in one update.
+    api.push_updates(&a, corpus.mixed(4, 2, 5));
+    assert!(api.wait_for_confirmed(&a, 5, WAIT).await);
+    mount.publish(&[("b", &b), ("c", &c2)]);
+    api.push_updates(&c2, corpus.mixed(1, 2, 6));
+    assert!(api.wait_for_confirmed(&c2, 2, WAIT).await, "re-tokened");
+    assert!(
+        eventually(10, || relay.log_text().contains("bot=a change=\"removed\"")
+            || relay.log_text().contains("bot=a change=removed"))
+        .await,
+        "the removal is logged by name"
+    );
+    let a_calls = api.calls(&a).len();
+
+    api.push_updates(&b, corpus.mixed(4, 2, 7));
+    assert!(api.wait_for_confirmed(&b, 5, WAIT).await);
+    assert!(
+        api.calls(&b)
+            .iter()
+            .filter(|c| c.method == "getUpdates")
+            .all(|c| c.params["limit"] == 50),
+        "b's own table applies over the defaults"
+    );
+    assert_eq!(api.calls(&a).len(), a_calls, "a removed bot polls no more");
+    assert_eq!(
+        api.calls(&b)[..b_polls]
+            .iter()
+            .filter(|c| c.status == 0)
+            .count(),
+        0,
+        "b's long poll in flight through every change was answered, not cut short"
+    );
+    assert!(
+        !relay.log_text().contains("AAE-test_token"),
+        "no token in the log"
+    );
+    assert_eq!(relay.terminate().await.code(), Some(0));
+
+    let ids = relayed(dir.path());
+    for (bot, n) in [(&a, 5), (&b, 5), (&c, 5), (&c2, 2)] {
+        let id = bot.split(':').next().unwrap();
+        for u in 1..=n {
+            assert!(ids.contains(&format!("{id}:{u}")), "{id}:{u} relayed");
+        }
+    }
+}
