@@ -142,6 +142,57 @@ async fn two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss(broker:
     deliver_everything(&cluster).await;
 }
 
+/// Every replica reads the same token directory (one Secret mounted into every pod): a
+/// bot added there gets one owner, a removed one is released and stops, and the share
+/// stays even with no 409 between replicas.
+async fn bots_added_to_and_removed_from_a_shared_token_directory_get_one_owner(broker: BrokerKind) {
+    let mut cluster = Cluster::new(broker, 4, 750_000).await;
+    cluster.use_tokens_dir();
+    cluster.start(0);
+    cluster.start(1);
+    assert!(cluster.balanced(&[], SETTLE).await, "2 bots each");
+    for name in ["bot00", "bot01", "bot02", "bot03"] {
+        cluster.feed(name, 3);
+    }
+
+    cluster.add_bot_file("bot04", &support::relay::token(750_004));
+    cluster.add_bot_file("bot05", &support::relay::token(750_005));
+    assert!(cluster.balanced(&[], SETTLE).await, "3 bots each");
+    cluster.feed("bot04", 4);
+    cluster.feed("bot05", 4);
+
+    cluster.feed("bot00", 2);
+    assert!(
+        cluster
+            .api
+            .wait_for_confirmed(&cluster.bots["bot00"], 5, CONFIRM)
+            .await,
+        "bot00's updates are confirmed before it goes"
+    );
+    let removed = cluster.remove_bot_file("bot00");
+    assert!(cluster.balanced(&[], SETTLE).await, "5 bots: 2 and 3");
+    let gone = Instant::now();
+    let steady = Instant::now();
+    for name in ["bot01", "bot04"] {
+        cluster.feed(name, 2);
+    }
+    tokio::time::sleep(Duration::from_secs(2 * POLL.as_secs() + 1)).await;
+    assert!(
+        cluster
+            .api
+            .calls(&removed)
+            .iter()
+            .all(|c| c.method != "getUpdates" || c.at < gone),
+        "a removed bot is polled by no replica"
+    );
+    assert_eq!(
+        cluster.conflicts_since(steady),
+        0,
+        "no 409 between replicas"
+    );
+    deliver_everything(&cluster).await;
+}
+
 /// One scenario at a time: each runs three relays, and leases are about time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -175,5 +226,6 @@ on_both_brokers!(
     three_replicas_share_the_bots_evenly_and_never_poll_one_twice,
     a_killed_replica_loses_its_bots_within_the_lease_and_gets_its_share_back_on_restart,
     a_frozen_replica_woken_after_its_bots_moved_polls_none_of_them,
-    two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss
+    two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss,
+    bots_added_to_and_removed_from_a_shared_token_directory_get_one_owner
 );

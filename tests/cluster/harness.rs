@@ -42,6 +42,8 @@ pub struct Cluster {
     /// Updates fed so far, per bot: ids 1..=n.
     fed: Arc<std::sync::Mutex<BTreeMap<String, i64>>>,
     feeding: Arc<AtomicBool>,
+    /// The bots come from token files in this directory, which every replica reads.
+    tokens_dir: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -76,7 +78,48 @@ impl Cluster {
             prefix,
             dir: tempfile::tempdir().unwrap(),
             feeding: Arc::new(AtomicBool::new(false)),
+            tokens_dir: None,
         }
+    }
+
+    /// From now on the bots are token files in one directory all replicas read (a
+    /// Secret mounted into every pod), with their settings from `[bot_defaults]`.
+    pub fn use_tokens_dir(&mut self) {
+        let dir = self.dir.path().join("tokens");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, token) in &self.bots {
+            std::fs::write(dir.join(name), format!("{token}\n")).unwrap();
+        }
+        self.tokens_dir = Some(dir);
+    }
+
+    /// A bot added to the token directory while the replicas run.
+    pub fn add_bot_file(&mut self, name: &str, token: &str) {
+        self.api.add_bot(token);
+        let dir = self.tokens_dir.as_ref().expect("use_tokens_dir first");
+        std::fs::write(dir.join(name), format!("{token}\n")).unwrap();
+        self.bots.insert(name.to_owned(), token.to_owned());
+        self.fed.lock().unwrap().insert(name.to_owned(), 0);
+    }
+
+    /// A bot removed from the token directory; it is no longer one of `bots`.
+    pub fn remove_bot_file(&mut self, name: &str) -> String {
+        let dir = self.tokens_dir.as_ref().expect("use_tokens_dir first");
+        std::fs::remove_file(dir.join(name)).unwrap();
+        self.fed.lock().unwrap().remove(name);
+        self.bots.remove(name).expect("a bot of the cluster")
+    }
+
+    /// Feeds `n` more updates to one bot.
+    pub fn feed(&self, name: &str, n: i64) {
+        let corpus = Corpus::load();
+        let mut fed = self.fed.lock().unwrap();
+        let last = fed.get_mut(name).unwrap();
+        self.api.push_updates(
+            &self.bots[name],
+            corpus.mixed(*last + 1, n as usize, *last as u64),
+        );
+        *last += n;
     }
 
     fn config(&self, instance: &str, admin: &str, mode: &str) -> String {
@@ -97,6 +140,15 @@ impl Cluster {
                 p = self.prefix
             ),
         });
+        if let Some(dir) = &self.tokens_dir {
+            toml.insert_str(0, &format!("tokens_dir = \"{}\"\n", dir.display()));
+            toml.push_str(&format!(
+                "[bot_defaults]\napi_url = \"{}\"\npoll_timeout = \"{}s\"\n",
+                self.api.base_url(),
+                self.poll.as_secs()
+            ));
+            return toml;
+        }
         for (name, token) in &self.bots {
             toml.push_str(&format!(
                 "[bots.{name}]\ntoken = \"{token}\"\napi_url = \"{}\"\npoll_timeout = \"{}s\"\n",
