@@ -81,26 +81,58 @@ bucket and a Kafka topic (1-64 of A-Z a-z 0-9 _ -). */}}
 {{- default (regexReplaceAll "[^A-Za-z0-9_-]" (include "tgrelay.fullname" .) "-") .Values.cluster.name -}}
 {{- end -}}
 
-{{/* "true" when any bot polls: then, in single mode, one replica, Recreate. */}}
+{{/* A bot's mode: its own, else botDefaults.mode, else polling: (dict "bot" "defaults"). */}}
+{{- define "tgrelay.botMode" -}}
+{{- default (default "polling" .defaults.mode) .bot.mode -}}
+{{- end -}}
+
+{{/* "true" when any bot polls: then, in single mode, one replica, Recreate. The bots of
+tokensSecret are unknown here and take botDefaults.mode: any of them may poll. */}}
 {{- define "tgrelay.polling" -}}
 {{- $polling := false -}}
+{{- if and .Values.tokensSecret (eq (default "polling" .Values.botDefaults.mode) "polling") -}}
+{{- $polling = true -}}
+{{- end -}}
 {{- range $name, $bot := .Values.bots -}}
-{{- if eq (default "polling" $bot.mode) "polling" -}}
+{{- if eq (include "tgrelay.botMode" (dict "bot" $bot "defaults" $.Values.botDefaults)) "polling" -}}
 {{- $polling = true -}}
 {{- end -}}
 {{- end -}}
 {{- $polling -}}
 {{- end -}}
 
-{{/* Names of the bots in webhook mode, as a JSON list. */}}
+{{/* Names of the bots in webhook mode, as a JSON list (those of bots only). */}}
 {{- define "tgrelay.webhookBots" -}}
 {{- $names := list -}}
 {{- range $name, $bot := .Values.bots -}}
-{{- if eq (default "polling" $bot.mode) "webhook" -}}
+{{- if eq (include "tgrelay.botMode" (dict "bot" $bot "defaults" $.Values.botDefaults)) "webhook" -}}
 {{- $names = append $names $name -}}
 {{- end -}}
 {{- end -}}
 {{- toJson $names -}}
+{{- end -}}
+
+{{/* "true" when the bots of tokensSecret take webhooks (botDefaults.mode webhook); empty
+otherwise. */}}
+{{- define "tgrelay.webhookDefaults" -}}
+{{- if and .Values.tokensSecret (eq (default "polling" .Values.botDefaults.mode) "webhook") -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when a bot takes webhooks, or one added to tokensSecret would: the [webhook]
+listener, the port, the Service port and the Ingress. */}}
+{{- define "tgrelay.webhooks" -}}
+{{- if or (include "tgrelay.webhookDefaults" .) (ne (include "tgrelay.webhookBots" .) "[]") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The path of the bots of tokensSecret, {bot} standing for each one's name. */}}
+{{- define "tgrelay.defaultWebhookPath" -}}
+{{- get (.Values.botDefaults.webhook | default dict) "path" | default "/telegram/{bot}" -}}
+{{- end -}}
+
+{{/* The key of existingSecret holding a bot's webhook secret token, its own or
+botDefaults'; empty for none: (dict "bot" "defaults"). */}}
+{{- define "tgrelay.webhookSecretKey" -}}
+{{- .bot.webhookSecretKey | default .defaults.webhookSecretKey | default "" -}}
 {{- end -}}
 
 {{/* The key of existingSecret holding a bot's token: (dict "name" "bot"). */}}
@@ -136,9 +168,30 @@ bucket and a Kafka topic (1-64 of A-Z a-z 0-9 _ -). */}}
 
 {{/* Every check the values must pass; renders nothing when they do. */}}
 {{- define "tgrelay.validate" -}}
-{{- $secret := required "existingSecret: name the Secret that holds the bot tokens" .Values.existingSecret -}}
-{{- if not .Values.bots -}}
-{{- fail "bots: configure at least one bot" -}}
+{{- if not (or .Values.bots .Values.tokensSecret) -}}
+{{- fail "bots: configure at least one bot, or name in tokensSecret a Secret holding one token per key (bots added at runtime)" -}}
+{{- end -}}
+{{- range $name, $bot := .Values.bots -}}
+{{- if and $bot.fromTokensSecret (not $.Values.tokensSecret) -}}
+{{- fail (printf "bots.%s.fromTokensSecret: set tokensSecret, the Secret whose key %s holds the token" $name $name) -}}
+{{- end -}}
+{{- if and $bot.fromTokensSecret $bot.tokenSecretKey -}}
+{{- fail (printf "bots.%s: fromTokensSecret and tokenSecretKey name two tokens; keep one" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- $secretKeys := include "tgrelay.secretFiles" . | fromJsonArray -}}
+{{- $natsUser := and (eq .Values.sink.kind "nats") .Values.sink.nats.userSecretKey -}}
+{{- if or $secretKeys $natsUser -}}
+{{- $secret := required (printf "existingSecret: name the Secret holding the keys %s" (join ", " (compact (append $secretKeys $natsUser)))) .Values.existingSecret -}}
+{{- if eq $secret .Values.tokensSecret -}}
+{{- fail (printf "existingSecret and tokensSecret: both %q, yet every key of tokensSecret is read as a bot's token (%s would be bots); keep bot tokens alone in tokensSecret" $secret (join ", " (compact (append $secretKeys $natsUser)))) -}}
+{{- end -}}
+{{- end -}}
+{{- if include "tgrelay.webhookDefaults" . -}}
+{{- $path := include "tgrelay.defaultWebhookPath" . -}}
+{{- if not (regexMatch "^/(.*/)?\\{bot\\}(/.*)?$" $path) -}}
+{{- fail (printf "botDefaults.webhook.path (%s): must start with / and hold {bot} as a whole segment, e.g. /telegram/{bot}, so that each bot of tokensSecret has its own path" $path) -}}
+{{- end -}}
 {{- end -}}
 {{- $drain := include "tgrelay.seconds" .Values.drainTimeout | float64 -}}
 {{- $grace := .Values.terminationGracePeriodSeconds | float64 -}}
@@ -155,12 +208,16 @@ bucket and a Kafka topic (1-64 of A-Z a-z 0-9 _ -). */}}
 {{- $single := include "tgrelay.singleReason" . -}}
 {{- $polling := eq (include "tgrelay.polling" .) "true" -}}
 {{- $webhookBots := include "tgrelay.webhookBots" . | fromJsonArray -}}
+{{- $webhookDefaults := include "tgrelay.webhookDefaults" . -}}
 {{- if and $webhookBots (not .Values.webhook.enabled) -}}
 {{- fail (printf "bots %s are in webhook mode: set webhook.enabled=true and webhook.publicUrl" (join ", " $webhookBots)) -}}
 {{- end -}}
+{{- if and $webhookDefaults (not .Values.webhook.enabled) -}}
+{{- fail "botDefaults.mode=webhook: the bots of tokensSecret take webhooks; set webhook.enabled=true and webhook.publicUrl" -}}
+{{- end -}}
 {{- if .Values.webhook.enabled -}}
-{{- if not $webhookBots -}}
-{{- fail "webhook.enabled: no bot has mode webhook" -}}
+{{- if not (include "tgrelay.webhooks" .) -}}
+{{- fail "webhook.enabled: no bot has mode webhook (nor botDefaults.mode, with tokensSecret)" -}}
 {{- end -}}
 {{- if not .Values.webhook.publicUrl -}}
 {{- fail "webhook.publicUrl: required when webhook.enabled (the https:// base URL Telegram is given)" -}}
@@ -182,9 +239,12 @@ bucket and a Kafka topic (1-64 of A-Z a-z 0-9 _ -). */}}
 {{- end -}}
 {{- if and (not $single) (gt (int .Values.replicaCount) 1) -}}
 {{- range $name, $bot := .Values.bots -}}
-{{- if and (eq (default "polling" $bot.mode) "webhook") (not $bot.webhookSecretKey) -}}
+{{- if and (eq (include "tgrelay.botMode" (dict "bot" $bot "defaults" $.Values.botDefaults)) "webhook") (not (include "tgrelay.webhookSecretKey" (dict "bot" $bot "defaults" $.Values.botDefaults))) -}}
 {{- fail (printf "bots.%s.webhookSecretKey: required with several replicas (each replica would register its own random secret token, and the others would refuse Telegram's requests)" $name) -}}
 {{- end -}}
+{{- end -}}
+{{- if and $webhookDefaults (not .Values.botDefaults.webhookSecretKey) -}}
+{{- fail "botDefaults.webhookSecretKey: required with several replicas and botDefaults.mode=webhook (each replica would register its own random secret token for the bots of tokensSecret, and the others would refuse Telegram's requests)" -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled $single -}}
@@ -212,6 +272,11 @@ bucket and a Kafka topic (1-64 of A-Z a-z 0-9 _ -). */}}
 # override any key; `tgrelay check-config` prints the effective result.
 drain_timeout = {{ include "tgrelay.toml" .Values.drainTimeout }}
 worker_threads = {{ int .Values.workerThreads }}
+{{- if .Values.tokensSecret }}
+# One bot per key of the Secret {{ .Values.tokensSecret }}, mounted whole: the kubelet updates
+# it in place and the relay adds, re-tokens and removes bots as it does.
+tokens_dir = "/var/run/tgrelay/tokens"
+{{- end }}
 
 [log]
 level = {{ include "tgrelay.toml" .Values.log.level }}
@@ -300,39 +365,51 @@ ca_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/telegram-ca/%s" .caCon
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if ne (include "tgrelay.webhookBots" .) "[]" }}
+{{- if include "tgrelay.webhooks" . }}
 
 [webhook]
 listen = "0.0.0.0:8080"
 {{- include "tgrelay.tomlTable" (dict "table" .Values.webhook.settings "where" "webhook.settings") }}
 {{- end }}
 {{- $publicUrl := trimSuffix "/" .Values.webhook.publicUrl }}
+{{- $defaults := .Values.botDefaults }}
+{{- if or $defaults (include "tgrelay.webhookDefaults" .) }}
+
+# Under every bot's own settings; {bot} stands for each bot's name.
+[bot_defaults]
+{{- with $defaults.mode }}
+mode = {{ include "tgrelay.toml" . }}
+{{- end }}
+{{- include "tgrelay.botSettings" $defaults }}
+{{- $webhookDefaults := include "tgrelay.webhookDefaults" . }}
+{{- if or $webhookDefaults $defaults.webhook }}
+
+[bot_defaults.webhook]
+{{- if $webhookDefaults }}
+url = {{ include "tgrelay.toml" (printf "%s%s" $publicUrl (include "tgrelay.defaultWebhookPath" .)) }}
+{{- with $defaults.webhookSecretKey }}
+secret_token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" .) }}
+{{- end }}
+{{- end }}
+{{- include "tgrelay.tomlTable" (dict "table" $defaults.webhook "where" "botDefaults.webhook") }}
+{{- end }}
+{{- end }}
 {{- range $name, $bot := .Values.bots }}
-{{- $mode := default "polling" $bot.mode }}
+{{- $mode := include "tgrelay.botMode" (dict "bot" $bot "defaults" $defaults) }}
 
 [bots.{{ $name }}]
+{{- if $bot.fromTokensSecret }}
+# Token: the key {{ $name }} of the Secret {{ $.Values.tokensSecret }} (tokens_dir).
+{{- else }}
 token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" (include "tgrelay.tokenKey" (dict "name" $name "bot" $bot))) }}
+{{- end }}
 mode = {{ include "tgrelay.toml" $mode }}
-{{- with $bot.apiUrl }}
-api_url = {{ include "tgrelay.toml" . }}
-{{- end }}
-{{- with $bot.allowedUpdates }}
-allowed_updates = {{ include "tgrelay.toml" . }}
-{{- end }}
-{{- with $bot.pollTimeout }}
-poll_timeout = {{ include "tgrelay.toml" . }}
-{{- end }}
-{{- with $bot.pollLimit }}
-poll_limit = {{ int . }}
-{{- end }}
-{{- if hasKey $bot "deleteWebhook" }}
-delete_webhook = {{ $bot.deleteWebhook }}
-{{- end }}
+{{- include "tgrelay.botSettings" $bot }}
 {{- if eq $mode "webhook" }}
 
 [bots.{{ $name }}.webhook]
-url = {{ include "tgrelay.toml" (printf "%s%s" $publicUrl (include "tgrelay.webhookPath" (dict "name" $name "bot" $bot))) }}
-{{- with $bot.webhookSecretKey }}
+url = {{ include "tgrelay.toml" (printf "%s%s" $publicUrl (include "tgrelay.webhookPath" (dict "name" $name "bot" $bot "defaults" $defaults))) }}
+{{- with include "tgrelay.webhookSecretKey" (dict "bot" $bot "defaults" $defaults) }}
 secret_token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" .) }}
 {{- end }}
 {{- include "tgrelay.tomlTable" (dict "table" $bot.webhook "where" (printf "bots.%s.webhook" $name)) }}
@@ -340,10 +417,32 @@ secret_token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" 
 {{- end }}
 {{- end -}}
 
-{{/* The path a webhook bot is served on: (dict "name" "bot"). */}}
+{{/* The settings a bot and botDefaults share, one `key = value` line each (mode and
+webhook aside). */}}
+{{- define "tgrelay.botSettings" -}}
+{{- with .apiUrl }}
+api_url = {{ include "tgrelay.toml" . }}
+{{- end }}
+{{- with .allowedUpdates }}
+allowed_updates = {{ include "tgrelay.toml" . }}
+{{- end }}
+{{- with .pollTimeout }}
+poll_timeout = {{ include "tgrelay.toml" . }}
+{{- end }}
+{{- with .pollLimit }}
+poll_limit = {{ int . }}
+{{- end }}
+{{- if hasKey . "deleteWebhook" }}
+delete_webhook = {{ .deleteWebhook }}
+{{- end }}
+{{- end -}}
+
+{{/* The path a webhook bot is served on: its own webhook.path, else botDefaults' with
+{bot} replaced (as the relay does), else /telegram/<name>: (dict "name" "bot" "defaults"). */}}
 {{- define "tgrelay.webhookPath" -}}
-{{- $settings := .bot.webhook | default dict -}}
-{{- get $settings "path" | default (printf "/telegram/%s" .name) -}}
+{{- $own := .bot.webhook | default dict -}}
+{{- $defaults := .defaults.webhook | default dict -}}
+{{- get $own "path" | default (get $defaults "path" | replace "{bot}" .name) | default (printf "/telegram/%s" .name) -}}
 {{- end -}}
 
 {{/* The keys of a free-form table, one `key = value` line each: (dict "table" "where"). */}}
@@ -357,14 +456,22 @@ secret_token_file = {{ include "tgrelay.toml" (printf "/etc/tgrelay/secrets/%s" 
 {{- end }}
 {{- end -}}
 
-{{/* Keys of existingSecret mounted as files under /etc/tgrelay/secrets. */}}
+{{/* Keys of existingSecret mounted as files under /etc/tgrelay/secrets, as a JSON list;
+empty when nothing reads that Secret (every token from tokensSecret, no broker secret). */}}
 {{- define "tgrelay.secretFiles" -}}
 {{- $keys := list -}}
+{{- $defaults := .Values.botDefaults -}}
 {{- range $name, $bot := .Values.bots -}}
+{{- if not $bot.fromTokensSecret -}}
 {{- $keys = append $keys (include "tgrelay.tokenKey" (dict "name" $name "bot" $bot)) -}}
-{{- if and (eq (default "polling" $bot.mode) "webhook") $bot.webhookSecretKey -}}
-{{- $keys = append $keys $bot.webhookSecretKey -}}
 {{- end -}}
+{{- $webhookSecret := include "tgrelay.webhookSecretKey" (dict "bot" $bot "defaults" $defaults) -}}
+{{- if and (eq (include "tgrelay.botMode" (dict "bot" $bot "defaults" $defaults)) "webhook") $webhookSecret -}}
+{{- $keys = append $keys $webhookSecret -}}
+{{- end -}}
+{{- end -}}
+{{- if and (include "tgrelay.webhookDefaults" .) $defaults.webhookSecretKey -}}
+{{- $keys = append $keys $defaults.webhookSecretKey -}}
 {{- end -}}
 {{- if eq .Values.sink.kind "nats" -}}
 {{- $nats := .Values.sink.nats -}}
