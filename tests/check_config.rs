@@ -331,7 +331,8 @@ fn a_token_directory_is_validated_file_by_file() {
     assert_eq!(output.status.code(), CONFIG);
     let errors = String::from_utf8_lossy(&output.stderr);
     for expected in [
-        "bots.Bad.Name: a bot name is 1-64 of a-z",
+        "bots.Bad.Name (from the file ",
+        "Bad.Name): a bot name is 1-64 of a-z",
         "bots.broken.token (TGRELAY_BOTS__BROKEN__TOKEN): not a bot token",
         "bots.shop: its token is set both here and by the file",
         "bot_defaults.poll_limit (TGRELAY_BOT_DEFAULTS__POLL_LIMIT): must be 1 to 100",

@@ -20,6 +20,15 @@ pub(super) fn bot_id(token: &str) -> Option<u64> {
     }
 }
 
+/// 1-64 of a-z, 0-9, _ and -: a name that fits in subjects and topics as it is.
+fn is_bot_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Far above any core count a relay pod gets; a larger number is a typo.
 const MAX_WORKER_THREADS: usize = 256;
 
@@ -86,14 +95,13 @@ pub(super) fn validate(config: &mut Config, bots_named: bool) -> Vec<String> {
 
 fn validate_bot(name: &str, bot: &mut BotConfig, defaults: &BotConfig, errors: &mut Vec<String>) {
     let key = |field: &str| setting(&format!("bots.{name}.{field}"));
-    let name_ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if !name_ok {
+    if !is_bot_name(name) {
+        let hint = match &bot.token_file {
+            Some(file) if bot.token.is_none() => format!(" (from the file {})", file.display()),
+            _ => String::new(),
+        };
         errors.push(format!(
-            "bots.{name}: a bot name is 1-64 of a-z, 0-9, _ and - (it becomes part of subjects and topics)"
+            "bots.{name}{hint}: a bot name is 1-64 of a-z, 0-9, _ and - (it becomes part of subjects and topics)"
         ));
     }
     resolve_token(bot, &key, errors);
