@@ -56,7 +56,7 @@ impl BotContext {
         let bot = self.bot.name.as_str();
         let m = &self.metrics;
         m.telegram_request_seconds
-            .with_label_values(&[bot, method])
+            .with_label_values(&[method])
             .observe(started.elapsed().as_secs_f64());
         let outcome = if error.is_some() { "error" } else { "ok" };
         m.telegram_requests
