@@ -27,6 +27,16 @@ pub const DEFAULT_BASE_URL: &str = "https://api.telegram.org";
 /// How long the short methods (getMe, deleteWebhook, ...) may take.
 const SHORT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// An idle pooled connection lives longer than the longest call (a 50 s long poll plus
+/// `SHORT_CALL_TIMEOUT`), so one freed by a bot backing off is reused, not dialled again.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle connections kept per host. Every bot's long poll holds a connection of its own
+/// (HTTP/1.1), so what sits idle is only the few between one poll's end and the next,
+/// and the extra dials of a pool checkout that was handed a freed connection first: at
+/// thousands of bots, left unbounded, those were thousands of idle sockets.
+const POOL_MAX_IDLE_PER_HOST: usize = 256;
+
 /// A Bot API client for one bot.
 #[derive(Clone)]
 pub struct BotApi {
@@ -117,6 +127,8 @@ impl BotApi {
             .user_agent(concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .tls_built_in_root_certs(config.builtin_roots);
         for certificate in config.ca_certificates()? {
             builder = builder.add_root_certificate(certificate);
