@@ -7,7 +7,7 @@
 //! (a revoked token) leaves the others running; only when every configured bot has
 //! failed does the relay exit with an error.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::cluster::{self, Bots, Ownership, Single};
-use crate::config::{ClusterMode, Config, Mode};
+use crate::config::{BotConfig, ClusterMode, Config, Mode};
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
@@ -28,6 +28,7 @@ use crate::sink::connecting::ConnectingSink;
 use crate::sink::kafka::topics::BotRoutes;
 use crate::sink::Sink;
 use crate::source::webhook::{self, WebhookBot, WebhookServer};
+use crate::source::StartGate;
 use crate::supervisor::{BotDeps, Supervisor};
 use crate::telegram::BotApi;
 
@@ -98,7 +99,7 @@ impl Relay {
 
     /// Binds the listeners and starts every bot; a taken port or a bad TLS file
     /// fails here, before anything is fetched.
-    pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    pub async fn start(mut self, shutdown: CancellationToken) -> anyhow::Result<Running> {
         if !self.config.admin.listen.is_empty() {
             let admin = crate::admin::AdminState {
                 metrics: Arc::clone(&self.metrics),
@@ -119,13 +120,17 @@ impl Relay {
             health: Arc::clone(&self.health),
             lease: self.lease.clone(),
             outbound: OutboundSlot::default(),
+            starting: StartGate::default(),
         };
         let supervisor = Supervisor::new(deps.clone(), shutdown.clone());
-        let (bots, watched) = watch::channel(Arc::new(self.config.bots.clone()));
+        // What a reload compares with needs the bots; nothing else keeps a copy of
+        // them but the bot set itself (at ten thousand bots, each copy counts).
+        let applied = self.source.is_some().then(|| self.config.clone());
+        let configured = std::mem::take(&mut self.config.bots);
+        let count = configured.len();
+        let (bots, watched) = watch::channel(Arc::new(configured));
         let bots = Arc::new(bots);
-        self.metrics
-            .bots_configured
-            .set(self.config.bots.len() as i64);
+        self.metrics.bots_configured.set(count as i64);
         let (webhook_addr, webhook_task) =
             webhook_listener(&self.config, &deps, &bots, shutdown.clone()).await?;
         let bring_up = BringUp {
@@ -136,10 +141,10 @@ impl Relay {
             outbound: Arc::clone(&deps.outbound),
         };
         let ownership = tokio::spawn(bring_up.run(watched, supervisor.clone(), shutdown.clone()));
-        if let Some(source) = self.source {
+        if let (Some(source), Some(applied)) = (self.source, applied) {
             let reloader = Reloader {
                 source,
-                applied: self.config.clone(),
+                applied,
                 bots: Arc::clone(&bots),
                 sink: Arc::clone(&self.sink),
                 metrics: Arc::clone(&self.metrics),
@@ -148,7 +153,7 @@ impl Relay {
         }
         tracing::info!(
             sink = self.sink.name(),
-            bots = self.config.bots.len(),
+            bots = count,
             // What the runtime runs on (main picked it from the config), not a second pick.
             threads = tokio::runtime::Handle::current().metrics().num_workers(),
             "tgrelay started"
@@ -277,6 +282,7 @@ async fn webhook_listener(
 /// What happens once the listeners are bound: the broker connected (retried while it is
 /// away), then the ownership that starts the bots.
 struct BringUp {
+    /// The configuration, its bots left out: they are the bot set's.
     config: Config,
     connecting: Option<Arc<ConnectingSink>>,
     metrics: Arc<Metrics>,
@@ -289,18 +295,19 @@ impl BringUp {
     async fn run(self, bots: Bots, supervisor: Supervisor, shutdown: CancellationToken) {
         let ownership = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ownership = self.connect() => ownership,
+            ownership = self.connect(&bots) => ownership,
         };
         ownership.run(bots, supervisor, shutdown).await;
     }
 
     /// Connects the sink and the ownership, retrying with backoff until both answer.
-    async fn connect(&self) -> Box<dyn Ownership> {
+    async fn connect(&self, bots: &Bots) -> Box<dyn Ownership> {
         let Some(connecting) = &self.connecting else {
             // A sink handed over ready (tests): nothing to connect, one process.
             return Box::new(Single);
         };
-        let routes = kafka_routes(&self.config);
+        let configured = Arc::clone(&bots.borrow());
+        let routes = kafka_routes(&configured);
         let mut failures = 0;
         loop {
             let connected = async {
@@ -317,9 +324,7 @@ impl BringUp {
                     config: &self.config.outbound,
                     sink: self.config.sink.kind,
                     kafka: &self.config.sink.kafka,
-                    bots: self
-                        .config
-                        .bots
+                    bots: configured
                         .iter()
                         .map(|(n, b)| (n.clone(), b.bot_id()))
                         .collect(),
@@ -368,10 +373,8 @@ impl BringUp {
 }
 
 /// What each bot can publish, for the Kafka sink's topic check.
-fn kafka_routes(config: &Config) -> Vec<BotRoutes> {
-    config
-        .bots
-        .iter()
+fn kafka_routes(bots: &BTreeMap<String, BotConfig>) -> Vec<BotRoutes> {
+    bots.iter()
         .map(|(name, bot)| BotRoutes {
             name: name.clone(),
             id: bot.bot_id(),

@@ -85,8 +85,8 @@ impl Ownership for Single {
         Box::pin(async move {
             loop {
                 let wanted = Arc::clone(&bots.borrow_and_update());
-                for (name, bot) in wanted.iter() {
-                    supervisor.start(name, bot);
+                for name in wanted.keys() {
+                    supervisor.start(&wanted, name);
                 }
                 for name in supervisor.running() {
                     if !wanted.contains_key(&name) {

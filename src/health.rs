@@ -16,7 +16,14 @@ impl Health {
 
     /// Records whether a bot's source is healthy now.
     pub fn set_source(&self, bot: &str, up: bool) {
-        self.sources.lock().unwrap().insert(bot.to_owned(), up);
+        let mut sources = self.sources.lock().unwrap();
+        // Every poll says so: no new key (an allocation) when the bot is known.
+        match sources.get_mut(bot) {
+            Some(state) => *state = up,
+            None => {
+                sources.insert(bot.to_owned(), up);
+            }
+        }
     }
 
     /// Forgets a bot this replica no longer runs.

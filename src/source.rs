@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
+
 use crate::ack::Outcome;
 use crate::envelope::{BotIdentity, Envelope};
 use crate::health::Health;
@@ -26,6 +28,35 @@ pub struct BotContext {
     pub health: Arc<Health>,
     /// How long this replica may still call Telegram for the bot.
     pub lease: Lease,
+    /// Shared by every bot: how many make their start-up calls at once.
+    pub starting: StartGate,
+}
+
+/// Bounds how many bots make their start-up calls (getMe, the webhook checks) at once:
+/// ten thousand bots starting together would otherwise dial ten thousand connections
+/// in the same instant. Later calls (getUpdates) are not bounded.
+#[derive(Clone)]
+pub struct StartGate(Arc<Semaphore>);
+
+impl StartGate {
+    /// Enough to keep Telegram's round trips (~50-100 ms from most places) from
+    /// making a large start slow, few enough that a start is no storm.
+    pub const AT_ONCE: usize = 256;
+
+    pub fn new(at_once: usize) -> StartGate {
+        StartGate(Arc::new(Semaphore::new(at_once)))
+    }
+
+    /// Waits for a turn; the next bot starts when the returned permit is dropped.
+    pub async fn turn(&self) -> SemaphorePermit<'_> {
+        self.0.acquire().await.expect("the gate is never closed")
+    }
+}
+
+impl Default for StartGate {
+    fn default() -> Self {
+        StartGate::new(StartGate::AT_ONCE)
+    }
 }
 
 impl BotContext {
@@ -56,7 +87,7 @@ impl BotContext {
         let bot = self.bot.name.as_str();
         let m = &self.metrics;
         m.telegram_request_seconds
-            .with_label_values(&[bot, method])
+            .with_label_values(&[method])
             .observe(started.elapsed().as_secs_f64());
         let outcome = if error.is_some() { "error" } else { "ok" };
         m.telegram_requests

@@ -10,7 +10,7 @@
 //! relay decides what that means (see `app`). A bot that is merely not running (not
 //! started, or stopped) is no failure: a replica may own no bot at all.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -29,11 +29,12 @@ use crate::outbound::{Outbound, OutboundSlot};
 use crate::sink::Sink;
 use crate::source::polling::{PollingSettings, PollingSource};
 use crate::source::webhook::registration::{self, Registration};
-use crate::source::BotContext;
-use crate::telegram::BotApi;
+use crate::source::{BotContext, StartGate};
+use crate::telegram::{AllowedUpdates, BotApi};
 
 /// What every bot shares: the sink, the HTTP client, metrics, health, this
-/// replica's lease, and the outbound gateway once the broker is connected.
+/// replica's lease, the outbound gateway once the broker is connected, and the gate
+/// of start-up calls.
 #[derive(Clone)]
 pub struct BotDeps {
     pub http: reqwest::Client,
@@ -42,6 +43,7 @@ pub struct BotDeps {
     pub health: Arc<Health>,
     pub lease: Lease,
     pub outbound: OutboundSlot,
+    pub starting: StartGate,
 }
 
 impl BotDeps {
@@ -61,6 +63,7 @@ impl BotDeps {
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
             lease: self.lease.clone(),
+            starting: self.starting.clone(),
         }
     }
 }
@@ -90,13 +93,19 @@ struct Inner {
     running: Mutex<HashMap<String, BotTask>>,
     /// Bots that ended by themselves with an error (their token was refused).
     failed: watch::Sender<BTreeSet<String>>,
+    /// Each distinct `allowed_updates` once, shared by the bots asking for it.
+    allowed_updates: Mutex<Vec<AllowedUpdates>>,
 }
+
+/// The configured bots by name, as the ownership hands them over.
+pub type BotConfigs = Arc<BTreeMap<String, BotConfig>>;
 
 struct BotTask {
     stop: CancellationToken,
     task: JoinHandle<()>,
-    /// What it runs with, so a changed configuration restarts it.
-    config: BotConfig,
+    /// The set it was started from (its own settings are in it), so a changed
+    /// configuration restarts it. A reference, not a copy: one set serves every bot.
+    started_from: BotConfigs,
 }
 
 impl Supervisor {
@@ -108,18 +117,23 @@ impl Supervisor {
                 tracker: TaskTracker::new(),
                 running: Mutex::new(HashMap::new()),
                 failed: watch::Sender::new(BTreeSet::new()),
+                allowed_updates: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    /// Starts a bot, unless it runs already. A failed bot may be started again.
-    /// Starts a bot, unless it runs already with these settings; one running with
-    /// other settings (a new token) is stopped as on shutdown, then started anew. A
-    /// failed bot may be started again.
-    pub fn start(&self, name: &str, bot: &BotConfig) {
+    /// Starts bot `name` of `bots`, unless it runs already with these settings; one
+    /// running with other settings (a new token) is stopped as on shutdown, then started
+    /// anew. A failed bot may be started again.
+    pub fn start(&self, bots: &BotConfigs, name: &str) {
+        let Some(bot) = bots.get(name) else { return };
         let mut running = self.inner.running.lock().unwrap();
         let previous = match running.remove(name) {
-            Some(task) if !task.task.is_finished() && task.config == *bot => {
+            Some(mut task)
+                if !task.task.is_finished() && task.started_from.get(name) == Some(bot) =>
+            {
+                // Follow the newest set, so an older one is freed once no bot uses it.
+                task.started_from = Arc::clone(bots);
                 running.insert(name.to_owned(), task);
                 return;
             }
@@ -130,14 +144,16 @@ impl Supervisor {
             }
             _ => None,
         };
-        self.inner.failed.send_modify(|failed| {
-            failed.remove(name);
-        });
+        // Only a change wakes the waiters: a start of thousands of bots changes nothing here.
+        self.inner
+            .failed
+            .send_if_modified(|failed| failed.remove(name));
         let ctx = self.inner.deps.context(name, bot);
         ctx.set_up(false);
         let stop = self.inner.shutdown.child_token();
         let outbound = self.inner.deps.outbound.get().cloned();
-        let work = run_bot(ctx, bot, outbound, stop.clone());
+        let settings = polling_settings(bot, self.allowed_updates(&bot.allowed_updates));
+        let work = run_bot(ctx, bot, settings, outbound, stop.clone());
         let failed = self.inner.failed.clone();
         let owned = name.to_owned();
         let task = self.inner.tracker.spawn(async move {
@@ -157,9 +173,21 @@ impl Supervisor {
             BotTask {
                 stop,
                 task,
-                config: bot.clone(),
+                started_from: Arc::clone(bots),
             },
         );
+    }
+
+    /// `kinds` serialized, shared with every other bot asking for the same ones (a
+    /// handful of distinct lists at most, so a linear search).
+    fn allowed_updates(&self, kinds: &[String]) -> AllowedUpdates {
+        let wanted = AllowedUpdates::new(kinds);
+        let mut known = self.inner.allowed_updates.lock().unwrap();
+        if let Some(same) = known.iter().find(|k| **k == wanted) {
+            return same.clone();
+        }
+        known.push(wanted.clone());
+        wanted
     }
 
     /// Stops a bot and returns once it has finished its batch and confirmed it. Its
@@ -209,10 +237,10 @@ impl Supervisor {
 fn run_bot(
     ctx: BotContext,
     bot: &BotConfig,
+    settings: PollingSettings,
     outbound: Option<Arc<Outbound>>,
     stop: CancellationToken,
 ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-    let settings = polling_settings(bot);
     let hook = (bot.mode == Mode::Webhook).then(|| {
         let registration = bot.webhook.register.then(|| webhook_registration(bot));
         (registration, bot.webhook.info_interval)
@@ -242,11 +270,11 @@ fn run_bot(
     }
 }
 
-fn polling_settings(bot: &BotConfig) -> PollingSettings {
+fn polling_settings(bot: &BotConfig, allowed_updates: AllowedUpdates) -> PollingSettings {
     PollingSettings {
         timeout_secs: bot.poll_timeout.as_secs() as u32,
         limit: bot.poll_limit as u8,
-        allowed_updates: bot.allowed_updates.clone(),
+        allowed_updates,
         delete_webhook: bot.delete_webhook,
         backoff: Backoff::DEFAULT,
     }

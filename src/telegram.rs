@@ -3,6 +3,7 @@
 //! Every call is a POST with a JSON body to `{base}/bot{token}/{method}`. The token is
 //! in every URL, so nothing here ever formats a URL into an error or a log line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +27,16 @@ pub const DEFAULT_BASE_URL: &str = "https://api.telegram.org";
 
 /// How long the short methods (getMe, deleteWebhook, ...) may take.
 const SHORT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An idle pooled connection lives longer than the longest call (a 50 s long poll plus
+/// `SHORT_CALL_TIMEOUT`), so one freed by a bot backing off is reused, not dialled again.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle connections kept per host. Every bot's long poll holds a connection of its own
+/// (HTTP/1.1), so what sits idle is only the few between one poll's end and the next,
+/// and the extra dials of a pool checkout that was handed a freed connection first: at
+/// thousands of bots, left unbounded, those were thousands of idle sockets.
+const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
 /// A Bot API client for one bot.
 #[derive(Clone)]
@@ -51,13 +62,41 @@ pub struct RawReply {
 
 /// getUpdates parameters. `allowed_updates` is always sent, so a value set by an
 /// earlier caller never sticks silently.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct GetUpdates<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
     pub limit: u8,
     pub timeout: u32,
-    pub allowed_updates: &'a [String],
+    pub allowed_updates: &'a AllowedUpdates,
+}
+
+impl GetUpdates<'_> {
+    /// The JSON body; the kinds are written as serialized once, not again per call.
+    fn body(&self) -> String {
+        let mut body = String::with_capacity(64 + self.allowed_updates.0.len());
+        if let Some(offset) = self.offset {
+            body.push_str(&format!("{{\"offset\":{offset},"));
+        } else {
+            body.push('{');
+        }
+        body.push_str(&format!(
+            "\"limit\":{},\"timeout\":{},\"allowed_updates\":{}}}",
+            self.limit, self.timeout, self.allowed_updates.0
+        ));
+        body
+    }
+}
+
+/// `allowed_updates` as the JSON array sent with every getUpdates: serialized once and
+/// shared (cheap to clone), so ten thousand bots asking for the same kinds hold one copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedUpdates(Arc<str>);
+
+impl AllowedUpdates {
+    pub fn new(kinds: &[String]) -> AllowedUpdates {
+        let json = serde_json::to_string(kinds).expect("strings serialize");
+        AllowedUpdates(json.into())
+    }
 }
 
 /// The bot itself, from getMe.
@@ -117,6 +156,8 @@ impl BotApi {
             .user_agent(concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .tls_built_in_root_certs(config.builtin_roots);
         for certificate in config.ca_certificates()? {
             builder = builder.add_root_certificate(certificate);
@@ -136,7 +177,7 @@ impl BotApi {
     pub async fn get_updates(&self, req: &GetUpdates<'_>) -> Result<Vec<RawUpdate>, TelegramError> {
         const METHOD: &str = "getUpdates";
         let timeout = Duration::from_secs(u64::from(req.timeout)) + SHORT_CALL_TIMEOUT;
-        let answer = self.post(METHOD, req, timeout).await?;
+        let answer = self.post_json(METHOD, req.body(), timeout).await?;
         match reply::parse_updates(&answer.body) {
             Ok(Ok(updates)) => Ok(updates),
             Ok(Err(failure)) => Err(answer.failed(METHOD, failure, &self.token)),
@@ -245,6 +286,15 @@ impl BotApi {
         timeout: Duration,
     ) -> Result<Answer, TelegramError> {
         let body = serde_json::to_vec(params).expect("request parameters serialize");
+        self.post_json(method, body, timeout).await
+    }
+
+    async fn post_json(
+        &self,
+        method: &'static str,
+        body: impl Into<reqwest::Body>,
+        timeout: Duration,
+    ) -> Result<Answer, TelegramError> {
         let request = self
             .request(method)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -343,6 +393,28 @@ mod tests {
         let shown = format!("{body} {error} {error:?}");
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(body.contains("/bot**REDACTED**/sendFoo"), "{body}");
+    }
+
+    #[test]
+    fn the_get_updates_body_is_the_json_serde_would_write() {
+        let kinds = vec!["message".to_owned(), "chat_member".to_owned()];
+        let allowed = AllowedUpdates::new(&kinds);
+        for offset in [None, Some(42)] {
+            let request = GetUpdates {
+                offset,
+                limit: 100,
+                timeout: 30,
+                allowed_updates: &allowed,
+            };
+            let mut expected = serde_json::json!({
+                "limit": 100, "timeout": 30, "allowed_updates": kinds,
+            });
+            if let Some(offset) = offset {
+                expected["offset"] = offset.into();
+            }
+            let body: serde_json::Value = serde_json::from_str(&request.body()).unwrap();
+            assert_eq!(body, expected);
+        }
     }
 
     #[tokio::test]

@@ -110,8 +110,8 @@ async fn a_stopped_bot_started_again_resumes_after_what_it_confirmed() {
     relay.supervisor().stop("a").await;
     api.push_updates(&a, corpus.mixed(5, 3, 6));
 
-    let bot = config(&api.base_url(), &[("a", &a)], "").bots["a"].clone();
-    relay.supervisor().start("a", &bot);
+    let bots = Arc::new(config(&api.base_url(), &[("a", &a)], "").bots);
+    relay.supervisor().start(&bots, "a");
     assert!(api.wait_for_confirmed(&a, 7, WAIT).await);
     assert!(eventually(20, || relay.metric("tgrelay_source_up{bot=\"a\"}") == 1.0).await);
     relay.stop().await.unwrap();

@@ -219,9 +219,8 @@ impl<S: Store> Coordinator<S> {
     async fn run_what_is_mine(&self) {
         let configs = Arc::clone(&self.bots.borrow());
         for bot in self.mine.keys() {
-            if let Some(config) = configs.get(bot) {
-                self.supervisor.start(bot, config);
-            }
+            // A bot no longer configured is not started (and released above).
+            self.supervisor.start(&configs, bot);
         }
         for bot in self.supervisor.running() {
             if !self.mine.contains_key(&bot) {

@@ -18,14 +18,14 @@ use super::BotContext;
 use crate::ack::{confirm_offset, Outcome};
 use crate::backoff::Backoff;
 use crate::envelope::{malformed_id, DeadLetter, Envelope};
-use crate::telegram::{ErrorClass, GetUpdates, RawUpdate, TelegramError};
+use crate::telegram::{AllowedUpdates, ErrorClass, GetUpdates, RawUpdate, TelegramError};
 
 /// Polling settings of one bot.
 #[derive(Debug, Clone)]
 pub struct PollingSettings {
     pub timeout_secs: u32,
     pub limit: u8,
-    pub allowed_updates: Vec<String>,
+    pub allowed_updates: AllowedUpdates,
     pub delete_webhook: bool,
     pub backoff: Backoff,
 }
@@ -124,6 +124,9 @@ impl PollingSource {
         loop {
             let (ctx, api) = (&self.ctx, &self.ctx.api);
             let started = async {
+                // Thousands of bots starting at once would dial as many connections at
+                // once: a few hundred at a time start sooner, and Telegram sees no storm.
+                let _turn = ctx.starting.turn().await;
                 let me = ctx.observed("getMe", api.get_me()).await?;
                 if self.settings.delete_webhook {
                     let info = ctx

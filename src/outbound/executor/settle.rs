@@ -189,7 +189,7 @@ impl Executor {
         let m = &self.relay_metrics;
         let bot = self.bot.name.as_str();
         m.telegram_request_seconds
-            .with_label_values(&[bot, method])
+            .with_label_values(&[method])
             .observe(started.elapsed().as_secs_f64());
         let error = match outcome {
             Ok(reply) => reply.error.as_ref(),

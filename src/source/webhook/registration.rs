@@ -106,7 +106,11 @@ pub async fn run(
         loop {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                result = registration.reconcile(&ctx) => result,
+                result = async {
+                    // As for polling bots: a few hundred start-up calls at a time.
+                    let _turn = ctx.starting.turn().await;
+                    registration.reconcile(&ctx).await
+                } => result,
             };
             match result {
                 Ok(true) => {
