@@ -86,7 +86,7 @@ async fn an_html_429_waits_for_its_retry_after_header() {
     let fault = Fault::TooManyRequestsHtml {
         retry_after: Some(2),
     };
-    let run = run_behind(1102, fault, "http_429").await;
+    let run = run_behind(1102, fault, "429").await;
     assert_waited(&run.calls, Duration::from_secs(2));
     assert_eq!((run.waited, run.errors), (2.0, 1.0));
 }
