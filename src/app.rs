@@ -126,13 +126,19 @@ impl Relay {
         // What a reload compares with needs the bots; nothing else keeps a copy of
         // them but the bot set itself (at ten thousand bots, each copy counts).
         let applied = self.source.is_some().then(|| self.config.clone());
+        let takes_webhooks = self.config.may_have_webhook_bots();
         let configured = std::mem::take(&mut self.config.bots);
         let count = configured.len();
         let (bots, watched) = watch::channel(Arc::new(configured));
         let bots = Arc::new(bots);
         self.metrics.bots_configured.set(count as i64);
-        let (webhook_addr, webhook_task) =
-            webhook_listener(&self.config, &deps, &bots, shutdown.clone()).await?;
+        let (webhook_addr, webhook_task) = if takes_webhooks {
+            let (addr, task) =
+                webhook_listener(&self.config, &deps, &bots, shutdown.clone()).await?;
+            (Some(addr), Some(task))
+        } else {
+            (None, None)
+        };
         let bring_up = BringUp {
             config: self.config.clone(),
             connecting: self.connecting.clone(),
@@ -231,15 +237,15 @@ impl Running {
     }
 }
 
-/// Binds the webhook listener when a bot takes webhooks, and keeps its routes the
-/// bot set's. Every replica answers every webhook bot's POSTs; running a bot is what
+/// Binds the webhook listener (when a bot takes webhooks, or one from `tokens_dir`
+/// may), and keeps its routes the bot set's. Every replica answers every webhook bot's POSTs; running a bot is what
 /// registers and reconciles its webhook.
 async fn webhook_listener(
     config: &Config,
     deps: &BotDeps,
     bots: &watch::Sender<BotSet>,
     shutdown: CancellationToken,
-) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let metrics = Arc::clone(&deps.metrics);
     let deps = deps.clone();
     let routes = move |set: &BotSet| -> Vec<WebhookBot> {
@@ -256,9 +262,6 @@ async fn webhook_listener(
             .collect()
     };
     let first = routes(&bots.borrow());
-    if !config.may_have_webhook_bots() {
-        return Ok((None, None));
-    }
     let server = WebhookServer::new(&config.webhook, first, shutdown.clone());
     let (addr, task) = webhook::serve(
         &config.webhook,
@@ -276,7 +279,7 @@ async fn webhook_listener(
             server.set_bots(routes(&set));
         }
     });
-    Ok((Some(addr), Some(task)))
+    Ok((addr, task))
 }
 
 /// What happens once the listeners are bound: the broker connected (retried while it is

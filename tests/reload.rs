@@ -269,3 +269,79 @@ async fn a_token_directory_adds_retokens_and_removes_bots_as_its_files_change() 
         }
     }
 }
+
+/// Webhook bots from a token directory: the listener is up before the first file
+/// arrives, a bot's route appears with its file (and its webhook is registered at the
+/// URL its defaults name) and goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_bot_from_a_token_file_gets_its_route_on_the_live_listener() {
+    let api = FakeBotApi::start().await;
+    let shop = token(8301);
+    api.add_bot(&shop);
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let listen = format!("127.0.0.1:{}", support::relay::free_port());
+    let toml = format!(
+        "tokens_dir = \"{}\"\ndrain_timeout = \"10s\"\n[admin]\nlisten = \"\"\n\
+         [webhook]\nlisten = \"{listen}\"\n\
+         [sink]\nkind = \"file\"\n[sink.file]\npath = \"{}\"\n\
+         [bot_defaults]\napi_url = \"{}\"\nmode = \"webhook\"\n\
+         [bot_defaults.webhook]\nurl = \"http://relay.example/telegram/{{bot}}\"\nsecret_token = \"s3cret\"\n",
+        tokens.display(),
+        dir.path().join("updates.jsonl").display(),
+        api.base_url()
+    );
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, toml).unwrap();
+    let relay = RelayProcess::spawn_file(dir.path(), "relay", &path, &[]);
+    let http = reqwest::Client::new();
+    let post = |update_id: i64| {
+        http.post(format!("http://{listen}/telegram/shop"))
+            .header("X-Telegram-Bot-Api-Secret-Token", "s3cret")
+            .header("Content-Type", "application/json")
+            .body(format!(
+                r#"{{"update_id":{update_id},"message":{{"message_id":1,"date":0,"chat":{{"id":1,"type":"private"}},"text":"hi"}}}}"#
+            ))
+            .send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).ok();
+    assert!(
+        eventually(10, || std::net::TcpStream::connect(&listen).is_ok()).await,
+        "the listener is up with no bot yet"
+    );
+    assert_eq!(status(post(1).await), Some(404), "no route before the file");
+
+    std::fs::write(tokens.join("shop"), format!("{shop}\n")).unwrap();
+    let mut answered = None;
+    for _ in 0..100 {
+        answered = status(post(1).await);
+        if answered == Some(200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, Some(200), "the route came with the file");
+    assert!(
+        eventually(10, || api
+            .calls(&shop)
+            .iter()
+            .any(|c| c.method == "setWebhook"
+                && c.params["url"] == "http://relay.example/telegram/shop"))
+        .await,
+        "registered at the URL its defaults name, {{bot}} filled in"
+    );
+    assert!(relayed(dir.path()).contains("8301:1"), "relayed");
+
+    std::fs::remove_file(tokens.join("shop")).unwrap();
+    let mut answered = None;
+    for _ in 0..100 {
+        answered = status(post(2).await);
+        if answered == Some(404) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, Some(404), "the route went with the file");
+    assert_eq!(relay.terminate().await.code(), Some(0));
+}

@@ -88,6 +88,7 @@ fn secret_files_never_reach_check_config_output() {
     let dir = tempfile::tempdir().unwrap();
     let secrets = [
         ("bot-token", format!("{}-FILE", token(828282))),
+        ("hook-token", format!("{}-FILE", token(828283))),
         ("webhook-secret", "webhook-SECRET-from-file".to_owned()),
         ("nats-password", "nats-SECRET-password".to_owned()),
         ("nats-token", "nats-SECRET-token".to_owned()),
@@ -101,7 +102,7 @@ fn secret_files_never_reach_check_config_output() {
         "[bots.main]\ntoken_file = \"{}\"\n[bots.hook]\ntoken_file = \"{}\"\nmode = \"webhook\"\n\
          [bots.hook.webhook]\nurl = \"https://relay.example/hook\"\nsecret_token_file = \"{}\"\n",
         file("bot-token"),
-        file("bot-token"),
+        file("hook-token"),
         file("webhook-secret"),
     );
     let sinks = [
