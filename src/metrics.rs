@@ -11,12 +11,14 @@
 //! quiet bot instead of finding no series at all.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntGauge, Registry, TextEncoder,
 };
 
+pub mod compact;
 #[cfg(target_os = "linux")]
 mod process;
+
+pub use compact::{CounterVec as IntCounterVec, GaugeVec as IntGaugeVec};
 
 /// Bot API error codes each bot's methods start with at 0: the ones the relay treats
 /// apart (a refused token, a second poller, flood control) and no answer at all.
@@ -256,26 +258,28 @@ impl Metrics {
                     .expect("metric registers once");
                 h
             },
-            webhook_connections_open: gauge(
+            webhook_connections_open: plain_gauge(
                 &registry,
                 "webhook_connections_open",
                 "Connections open on the webhook listener.",
-                &[],
-            )
-            .with_label_values::<&str>(&[]),
+            ),
             webhook_connections_closed: counter(
                 &registry,
                 "webhook_connections_closed_total",
                 "Webhook connections the listener closed for a limit, by reason.",
                 &["reason"],
             ),
-            webhook_connection_limit_reached: counter(
-                &registry,
-                "webhook_connection_limit_reached_total",
-                "Times the webhook listener paused accepting at max_open_connections.",
-                &[],
-            )
-            .with_label_values::<&str>(&[]),
+            webhook_connection_limit_reached: {
+                let c = prometheus::IntCounter::new(
+                    "tgrelay_webhook_connection_limit_reached_total",
+                    "Times the webhook listener paused accepting at max_open_connections.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("metric registers once");
+                c
+            },
             registry,
         };
         for result in ["applied", "refused"] {
@@ -349,8 +353,7 @@ impl Default for Metrics {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(format!("tgrelay_{name}"), help), labels)
-        .expect("valid metric");
+    let c = IntCounterVec::new(&format!("tgrelay_{name}"), help, labels);
     registry
         .register(Box::new(c.clone()))
         .expect("metric registers once");
@@ -358,8 +361,7 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g =
-        IntGaugeVec::new(Opts::new(format!("tgrelay_{name}"), help), labels).expect("valid metric");
+    let g = IntGaugeVec::new(&format!("tgrelay_{name}"), help, labels);
     registry
         .register(Box::new(g.clone()))
         .expect("metric registers once");
