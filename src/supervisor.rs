@@ -253,14 +253,17 @@ fn run_bot(
                 stop,
             )
         });
+        // Each mode's future boxed: a polling bot's task does not carry the size of a
+        // webhook bot's, nor the other way round.
         let source = match hook {
-            None => PollingSource::new(ctx, settings)
-                .run(stop)
+            None => Box::pin(PollingSource::new(ctx, settings).run(stop))
                 .await
                 .map_err(|e| e.to_string()),
-            Some((registration, interval)) => registration::run(ctx, registration, interval, stop)
-                .await
-                .map_err(|e| e.to_string()),
+            Some((registration, interval)) => {
+                Box::pin(registration::run(ctx, registration, interval, stop))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         };
         if let Some((task, stop)) = calls {
             stop.cancel();
