@@ -18,7 +18,10 @@
 //!   share of one core;
 //! - TCP connections open at the fake at the end of the idle window (and the peak, and
 //!   how many were dialled in all), and the socket descriptors of the relay;
-//! - one scrape of `/metrics`: its size, series and time.
+//! - one scrape of `/metrics`: its size, series and time;
+//! - a token file added to `tokens_dir` (the relay reads its bots from there, with
+//!   `[bot_defaults]`), until that bot's first getUpdates; another removed, until that
+//!   bot's final confirm; and how many of the other bots' long polls ended early meanwhile.
 //!
 //! The relay and this process each hold one descriptor per long poll, so both need a
 //! `RLIMIT_NOFILE` above N: the bench raises its own soft limit to the hard one (with
@@ -166,6 +169,7 @@ struct Figures {
     /// Connections dialled during the idle window (reused ones are not).
     dialled_in_idle: usize,
     scrape: Scrape,
+    changes: Changes,
     shutdown: Duration,
 }
 
@@ -176,12 +180,21 @@ struct Scrape {
 }
 
 async fn measure(n: usize, idle: Duration) -> anyhow::Result<Figures> {
-    let fake = LeanBotApi::start(n).await?;
+    // Bot n is the one added to the token directory while the others run.
+    let fake = LeanBotApi::start(n + 1).await?;
     let dir = tempfile::tempdir()?;
     let admin = free_port()?;
     let updates = dir.path().join("updates.jsonl");
-    let config = relay_config(n, &fake.base_url(), admin, &updates);
-    let check_config = check_config(&config, dir.path())?;
+    let check_config = check_config(
+        &relay_config(n, &fake.base_url(), admin, &updates),
+        dir.path(),
+    )?;
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens)?;
+    for i in 0..n {
+        std::fs::write(tokens.join(bot_name(i)), lean_bot_api::token(i))?;
+    }
+    let config = token_dir_config(&tokens, &fake.base_url(), admin, &updates);
 
     let spawned = Instant::now();
     let mut relay = RelayProcess::spawn(&config, dir.path())?;
@@ -194,7 +207,7 @@ async fn measure(n: usize, idle: Duration) -> anyhow::Result<Figures> {
         relay.log()
     );
     let epoch_to_spawn = spawned.saturating_duration_since(fake.epoch.into_std());
-    let last_first_poll = fake.all_polling().context("every bot polled")?;
+    let last_first_poll = fake.all_polling(n).context("every bot polled")?;
     let first_request = fake.first_request().context("a first request")?;
     let confirmed = wait(&fake, &mut relay, within, |f| f.confirmed() == n).await?;
     ensure!(
@@ -225,12 +238,17 @@ async fn measure(n: usize, idle: Duration) -> anyhow::Result<Figures> {
     relay.ensure_running()?;
 
     let scrape = scrape(admin).await?;
+    let changes = token_dir_changes(&fake, &mut relay, &tokens, n).await?;
     let rss_peak_kib = proc_status_kib(pid, "VmHWM")?;
     let stopping = Instant::now();
     relay.terminate().await?;
     let shutdown = stopping.elapsed();
     let lines = std::fs::read_to_string(&updates)?.lines().count();
-    ensure!(lines == n, "{lines} updates in the file sink, {n} expected");
+    ensure!(
+        lines == n + 1,
+        "{lines} updates in the file sink, {} expected",
+        n + 1
+    );
     Ok(Figures {
         bots: n,
         check_config,
@@ -249,8 +267,76 @@ async fn measure(n: usize, idle: Duration) -> anyhow::Result<Figures> {
         requests_in_idle,
         dialled_in_idle,
         scrape,
+        changes,
         shutdown,
     })
+}
+
+/// What a change to the token directory took while every other bot long-polled.
+struct Changes {
+    /// From writing a new token file to that bot's first getUpdates.
+    added: Duration,
+    /// From deleting a token file to that bot's final confirm (getUpdates, timeout 0).
+    removed: Duration,
+    /// Long polls of the other bots answered early meanwhile (cut short): should be 0.
+    others_cut_short: u64,
+}
+
+/// Adds bot `n`'s token file, then removes bot 0's, timing each as the fake saw it.
+async fn token_dir_changes(
+    fake: &Arc<LeanBotApi>,
+    relay: &mut RelayProcess,
+    tokens: &Path,
+    n: usize,
+) -> anyhow::Result<Changes> {
+    let within = Duration::from_secs(60);
+    let short_before = fake.short_polls.load(Ordering::Relaxed);
+    let since_epoch = |at: Instant| at.saturating_duration_since(fake.epoch.into_std());
+
+    let added_at = Instant::now();
+    std::fs::write(tokens.join(bot_name(n)), lean_bot_api::token(n))?;
+    let polled = wait(fake, relay, within, |f| f.first_poll(n).is_some()).await?;
+    ensure!(polled, "the added bot did not poll within {within:?}");
+    let added = fake
+        .first_poll(n)
+        .unwrap()
+        .saturating_sub(since_epoch(added_at));
+    let confirmed = wait(fake, relay, within, |f| f.confirmed() == n + 1).await?;
+    ensure!(confirmed, "the added bot did not confirm its update");
+
+    let removed_at = Instant::now();
+    std::fs::remove_file(tokens.join(bot_name(0)))?;
+    let after = since_epoch(removed_at);
+    let stopped = wait(fake, relay, within, |f| {
+        f.last_short_poll(0).is_some_and(|t| t > after)
+    })
+    .await?;
+    ensure!(
+        stopped,
+        "the removed bot did not confirm and stop within {within:?}"
+    );
+    let removed = fake.last_short_poll(0).unwrap().saturating_sub(after);
+    let short = fake.short_polls.load(Ordering::Relaxed) - short_before;
+    Ok(Changes {
+        added,
+        removed,
+        others_cut_short: short.saturating_sub(1),
+    })
+}
+
+fn bot_name(i: usize) -> String {
+    format!("bot{i:05}")
+}
+
+/// The relay's configuration: every bot a file of `tokens`, with the defaults' settings.
+fn token_dir_config(tokens: &Path, api_url: &str, admin: u16, updates: &Path) -> String {
+    format!(
+        "tokens_dir = {:?}\ndrain_timeout = \"20s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+         [log]\nlevel = \"warn\"\n[sink]\nkind = \"file\"\n[sink.file]\npath = {:?}\n\
+         [bot_defaults]\napi_url = \"{api_url}\"\n",
+        tokens.display().to_string(),
+        updates.display().to_string()
+    )
 }
 
 /// Waits for `done` while checking that the relay still runs.
@@ -356,8 +442,10 @@ type Cell = dyn Fn(&Figures) -> String;
 
 fn print_table(results: &[Figures], idle: Duration) {
     println!(
-        "Polling bots with default settings (30 s long polls, every update kind) against a lean \
-         fake Bot API in the bench process, into the file sink; idle window {} s.\n",
+        "Polling bots with default settings (30 s long polls, every update kind), each a token \
+         file in `tokens_dir`, against a lean fake Bot API in the bench process, into the file \
+         sink; idle window {} s. `check-config` loads the same bots written as `[bots.<name>]` \
+         tables. Then one token file is added and another removed while the others poll.\n",
         idle.as_secs()
     );
     let column = |f: &Cell| -> String { results.iter().map(|r| format!(" {} |", f(r))).collect() };
@@ -367,7 +455,7 @@ fn print_table(results: &[Figures], idle: Duration) {
         .collect();
     println!("| |{header}");
     println!("|---|{}", "---:|".repeat(results.len()));
-    let rows: [(&str, &Cell); 15] = [
+    let rows: [(&str, &Cell); 18] = [
         ("`check-config` (loading the configuration)", &|r| {
             format!("{:.2} s", r.check_config.as_secs_f64())
         }),
@@ -410,6 +498,16 @@ fn print_table(results: &[Figures], idle: Duration) {
             r.dialled_in_idle.to_string()
         }),
         ("relay socket descriptors", &|r| r.relay_sockets.to_string()),
+        ("token file added → that bot's first getUpdates", &|r| {
+            format!("{:.2} s", r.changes.added.as_secs_f64())
+        }),
+        ("token file removed → that bot's final confirm", &|r| {
+            format!("{:.2} s", r.changes.removed.as_secs_f64())
+        }),
+        (
+            "other bots' long polls cut short by the two changes",
+            &|r| r.changes.others_cut_short.to_string(),
+        ),
         ("one `/metrics` scrape: series, size, time", &|r| {
             format!(
                 "{}, {:.1} MiB, {:.0} ms",
@@ -437,4 +535,6 @@ fn print_figures(r: &Figures) {
     println!("{key}.idle_cpu_pct={:.2}", cpu_pct(r.idle_cpu, r.idle));
     println!("{key}.connections={}", r.connections_open);
     println!("{key}.series={}", r.scrape.series);
+    println!("{key}.added_s={:.2}", r.changes.added.as_secs_f64());
+    println!("{key}.removed_s={:.2}", r.changes.removed.as_secs_f64());
 }

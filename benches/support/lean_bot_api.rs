@@ -45,6 +45,9 @@ pub struct LeanBotApi {
     first_poll: Vec<AtomicU64>,
     /// Per bot: 1 once a getUpdates confirmed its update.
     confirmed: Vec<AtomicU64>,
+    /// Per bot: microseconds from `epoch` to its last getUpdates with timeout 0 (a
+    /// relay's final confirm when it stops the bot), plus one.
+    last_short_poll: Vec<AtomicU64>,
     polling: AtomicUsize,
     confirmed_count: AtomicUsize,
     /// Microseconds from `epoch` to the first request of any bot, plus one.
@@ -82,6 +85,7 @@ impl LeanBotApi {
             epoch: Instant::now(),
             first_poll: (0..bots).map(|_| AtomicU64::new(0)).collect(),
             confirmed: (0..bots).map(|_| AtomicU64::new(0)).collect(),
+            last_short_poll: (0..bots).map(|_| AtomicU64::new(0)).collect(),
             polling: AtomicUsize::new(0),
             confirmed_count: AtomicUsize::new(0),
             first_request: AtomicU64::new(0),
@@ -119,14 +123,24 @@ impl LeanBotApi {
         self.confirmed_count.load(Ordering::Relaxed)
     }
 
+    /// From `epoch` to bot `i`'s first getUpdates.
+    pub fn first_poll(&self, i: usize) -> Option<Duration> {
+        micros(self.first_poll[i].load(Ordering::Relaxed))
+    }
+
+    /// From `epoch` to bot `i`'s last getUpdates with timeout 0 (its final confirm).
+    pub fn last_short_poll(&self, i: usize) -> Option<Duration> {
+        micros(self.last_short_poll[i].load(Ordering::Relaxed))
+    }
+
     /// From `epoch` to the first request of any bot.
     pub fn first_request(&self) -> Option<Duration> {
         micros(self.first_request.load(Ordering::Relaxed))
     }
 
-    /// From `epoch` to the last first getUpdates, once every bot has polled.
-    pub fn all_polling(&self) -> Option<Duration> {
-        self.first_poll
+    /// From `epoch` to the last first getUpdates of bots `0..n`, once each has polled.
+    pub fn all_polling(&self, n: usize) -> Option<Duration> {
+        self.first_poll[..n]
             .iter()
             .map(|t| micros(t.load(Ordering::Relaxed)))
             .try_fold(Duration::ZERO, |latest, t| Some(latest.max(t?)))
@@ -234,6 +248,8 @@ impl LeanBotApi {
         }
         if params.timeout == 0 {
             self.short_polls.fetch_add(1, Ordering::Relaxed);
+            self.last_short_poll[bot].store(since, Ordering::Relaxed);
+            self.changed.notify_waiters();
         } else {
             tokio::time::sleep(Duration::from_secs(params.timeout)).await;
         }
