@@ -219,8 +219,14 @@ mod tests {
         std::fs::write(dir.path().join("a"), "1:x").unwrap();
         std::fs::write(dir.path().join("b"), "2:y").unwrap();
         let first = Fingerprint::of(dir.path(), true);
-        assert!(!Fingerprint::of(dir.path(), true).differs(&first), "unchanged");
-        assert!(!Fingerprint::of(dir.path(), false).differs(&first), "a cheap look");
+        assert!(
+            !Fingerprint::of(dir.path(), true).differs(&first),
+            "unchanged"
+        );
+        assert!(
+            !Fingerprint::of(dir.path(), false).differs(&first),
+            "a cheap look"
+        );
 
         // Rewritten in place: the directory itself does not change.
         std::fs::write(dir.path().join("b"), "2:longer").unwrap();
