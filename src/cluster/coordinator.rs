@@ -161,9 +161,15 @@ impl<S: Store> Coordinator<S> {
     /// The lease lapsed: every bot has stopped polling by itself; forget them until
     /// the claims are confirmed again.
     async fn on_lapse(&mut self) {
-        if self.lapsed || self.mine.is_empty() {
-            self.lapsed |= !self.mine.is_empty();
-            self.renewal.clear_lapse_if(self.mine.is_empty());
+        if self.mine.is_empty() {
+            // Nothing to confirm again: the lease runs from the last heartbeat. (Only
+            // clearing the flag would leave a lease that lapsed while heartbeats were
+            // slow unrenewed for good: each renewal would find it lapsed again, and this
+            // replica would never claim a bot.)
+            self.renewal.resume(&self.lease, self.config.owner_grace());
+            return;
+        }
+        if self.lapsed {
             return;
         }
         self.lapsed = true;

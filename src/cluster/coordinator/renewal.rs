@@ -30,13 +30,6 @@ impl Renewal {
         self.lapsed.load(Ordering::SeqCst)
     }
 
-    /// A lapse with nothing owned needs no confirming.
-    pub fn clear_lapse_if(&self, nothing_owned: bool) {
-        if nothing_owned {
-            self.lapsed.store(false, Ordering::SeqCst);
-        }
-    }
-
     /// A heartbeat was stored within `grace` of now.
     pub fn renewed_within(&self, grace: Duration) -> bool {
         self.last
