@@ -129,6 +129,29 @@ async fn a_frozen_replica_woken_after_its_bots_moved_polls_none_of_them(broker: 
     deliver_everything(&cluster).await;
 }
 
+/// A replica that owns nothing and is frozen past its lease still takes its part once
+/// woken: here it is the only one left when the owner of the one bot is killed.
+async fn a_frozen_replica_that_owned_nothing_takes_over_once_woken(broker: BrokerKind) {
+    let mut cluster = Cluster::new(broker, 1, 760_000).await;
+    cluster.start(0);
+    assert!(cluster.balanced(&[], SETTLE).await, "r0 owns the bot");
+    cluster.start(1);
+    assert!(cluster.balanced(&[], SETTLE).await, "r1 joins with nothing");
+    cluster.trickle(Duration::from_millis(100));
+    let pid = cluster.replica(1).process.pid();
+    support::process::signal(pid, "STOP");
+    tokio::time::sleep(cluster.lease() + Duration::from_secs(2)).await;
+    support::process::signal(pid, "CONT");
+    tokio::time::sleep(cluster.lease()).await;
+
+    cluster.kill(0);
+    assert!(
+        cluster.balanced(&[0], failover_bound(&cluster)).await,
+        "the woken replica took the bot over"
+    );
+    deliver_everything(&cluster).await;
+}
+
 /// The argument in `ack.rs`, run: two relays polling one bot with no coordination at
 /// all fight with 409s and publish some updates twice, and lose none.
 async fn two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss(broker: BrokerKind) {
@@ -227,5 +250,6 @@ on_both_brokers!(
     a_killed_replica_loses_its_bots_within_the_lease_and_gets_its_share_back_on_restart,
     a_frozen_replica_woken_after_its_bots_moved_polls_none_of_them,
     two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss,
-    bots_added_to_and_removed_from_a_shared_token_directory_get_one_owner
+    bots_added_to_and_removed_from_a_shared_token_directory_get_one_owner,
+    a_frozen_replica_that_owned_nothing_takes_over_once_woken
 );
