@@ -18,16 +18,17 @@ pub struct GetUpdates<'a> {
 impl GetUpdates<'_> {
     /// The JSON body; the kinds are written as serialized once, not again per call.
     pub(super) fn body(&self) -> String {
+        use std::fmt::Write as _;
         let mut body = String::with_capacity(64 + self.allowed_updates.0.len());
+        body.push('{');
         if let Some(offset) = self.offset {
-            body.push_str(&format!("{{\"offset\":{offset},"));
-        } else {
-            body.push('{');
+            let _ = write!(body, "\"offset\":{offset},");
         }
-        body.push_str(&format!(
+        let _ = write!(
+            body,
             "\"limit\":{},\"timeout\":{},\"allowed_updates\":{}}}",
             self.limit, self.timeout, self.allowed_updates.0
-        ));
+        );
         body
     }
 }
