@@ -302,6 +302,29 @@ impl Metrics {
         m
     }
 
+    /// Counts one Bot API call of `bot` (the relay's own, or one made for a service):
+    /// its duration, its outcome and its error, if any.
+    pub fn observe_call(
+        &self,
+        bot: &str,
+        method: &str,
+        seconds: f64,
+        error: Option<&crate::telegram::TelegramError>,
+    ) {
+        self.telegram_request_seconds
+            .with_label_values(&[method])
+            .observe(seconds);
+        let outcome = if error.is_some() { "error" } else { "ok" };
+        self.telegram_requests
+            .with_label_values(&[bot, method, outcome])
+            .inc();
+        if let Some(error) = error {
+            self.telegram_errors
+                .with_label_values(&[bot, method, &error.code_label()])
+                .inc();
+        }
+    }
+
     /// Creates a bot's alerting counters at 0 (calling it again changes nothing). They
     /// stay when the bot is stopped: counters only go up while the process lives, and a
     /// series that vanished and came back would read as a reset.

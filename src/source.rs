@@ -84,20 +84,9 @@ impl BotContext {
 
     /// Counts a Bot API call and its error, if any.
     fn observe_call(&self, method: &str, started: Instant, error: Option<&TelegramError>) {
-        let bot = self.bot.name.as_str();
-        let m = &self.metrics;
-        m.telegram_request_seconds
-            .with_label_values(&[method])
-            .observe(started.elapsed().as_secs_f64());
-        let outcome = if error.is_some() { "error" } else { "ok" };
-        m.telegram_requests
-            .with_label_values(&[bot, method, outcome])
-            .inc();
-        if let Some(error) = error {
-            m.telegram_errors
-                .with_label_values(&[bot, method, &error.code_label()])
-                .inc();
-        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .observe_call(&self.bot.name, method, seconds, error);
     }
 
     /// Publishes envelopes to the sink and counts what became of them.

@@ -186,23 +186,12 @@ impl Executor {
         outcome: &Result<RawReply, TelegramError>,
     ) {
         let method = self.labels.label(method);
-        let m = &self.relay_metrics;
-        let bot = self.bot.name.as_str();
-        m.telegram_request_seconds
-            .with_label_values(&[method])
-            .observe(started.elapsed().as_secs_f64());
         let error = match outcome {
             Ok(reply) => reply.error.as_ref(),
             Err(error) => Some(error),
         };
-        let label = if error.is_some() { "error" } else { "ok" };
-        m.telegram_requests
-            .with_label_values(&[bot, method, label])
-            .inc();
-        if let Some(error) = error {
-            m.telegram_errors
-                .with_label_values(&[bot, method, &error.code_label()])
-                .inc();
-        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.relay_metrics
+            .observe_call(&self.bot.name, method, seconds, error);
     }
 }
