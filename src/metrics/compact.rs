@@ -17,6 +17,11 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 /// Separates label values in a series' key; a configured name never holds it.
 const SEP: char = '\u{1f}';
 
+thread_local! {
+    /// The key of the series being looked up.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// A counter's handle: cheap to clone, counts into its series.
 #[derive(Clone, Debug)]
 pub struct Counter(Arc<AtomicU64>);
@@ -126,12 +131,17 @@ impl<C: Cell> Vector<C> {
     /// The series of these label values (in the order of the label names), created
     /// at 0 when new.
     pub fn with_label_values(&self, values: &[&str]) -> C::Handle {
-        let key = self.key(values);
-        if let Some(cell) = self.0.series.read().unwrap().get(key.as_str()) {
-            return C::handle(cell);
-        }
-        let mut series = self.0.series.write().unwrap();
-        C::handle(series.entry(key.into_boxed_str()).or_default())
+        // Counted on every batch and call: the key is built in a reused buffer, and
+        // only a new series allocates its own.
+        KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            self.write_key(values, &mut key);
+            if let Some(cell) = self.0.series.read().unwrap().get(key.as_str()) {
+                return C::handle(cell);
+            }
+            let mut series = self.0.series.write().unwrap();
+            C::handle(series.entry(key.as_str().into()).or_default())
+        })
     }
 
     /// Drops a series (a gauge of something that no longer exists).
@@ -146,15 +156,20 @@ impl<C: Cell> Vector<C> {
     }
 
     fn key(&self, values: &[&str]) -> String {
+        let mut key = String::new();
+        self.write_key(values, &mut key);
+        key
+    }
+
+    fn write_key(&self, values: &[&str], key: &mut String) {
         assert_eq!(values.len(), self.0.labels.len(), "{}", self.0.desc.fq_name);
-        let mut key = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
+        key.clear();
         for (i, value) in values.iter().enumerate() {
             if i > 0 {
                 key.push(SEP);
             }
             key.push_str(value);
         }
-        key
     }
 }
 
