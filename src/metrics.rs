@@ -253,17 +253,11 @@ impl Metrics {
                 "Webhook connections the listener closed for a limit, by reason.",
                 &["reason"],
             ),
-            webhook_connection_limit_reached: {
-                let c = prometheus::IntCounter::new(
-                    "tgrelay_webhook_connection_limit_reached_total",
-                    "Times the webhook listener paused accepting at max_open_connections.",
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("metric registers once");
-                c
-            },
+            webhook_connection_limit_reached: plain_counter(
+                &registry,
+                "webhook_connection_limit_reached_total",
+                "Times the webhook listener paused accepting at max_open_connections.",
+            ),
             registry,
         };
         for result in ["applied", "refused"] {
@@ -329,6 +323,14 @@ fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
         .register(Box::new(g.clone()))
         .expect("metric registers once");
     g
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let c = prometheus::IntCounter::new(format!("tgrelay_{name}"), help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registers once");
+    c
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
