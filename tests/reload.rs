@@ -48,6 +48,17 @@ fn relayed(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Each bot's updates 1..=n are in the file sink.
+fn assert_relayed(dir: &Path, bots: &[(&String, i64)]) {
+    let ids = relayed(dir);
+    for (bot, n) in bots {
+        let id = bot.split(':').next().unwrap();
+        for u in 1..=*n {
+            assert!(ids.contains(&format!("{id}:{u}")), "{id}:{u} relayed");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_removes_and_retokens_bots_without_touching_the_others() {
     let api = FakeBotApi::start().await;
@@ -119,13 +130,7 @@ async fn sighup_adds_removes_and_retokens_bots_without_touching_the_others() {
     assert!(!log.contains("AAE-test_token"), "no token in the log");
     assert_eq!(relay.terminate().await.code(), Some(0));
 
-    let ids = relayed(dir.path());
-    for (bot, n) in [(&a, 5), (&b, 5), (&c, 5), (&c2, 2)] {
-        let id = bot.split(':').next().unwrap();
-        for u in 1..=n {
-            assert!(ids.contains(&format!("{id}:{u}")), "{id}:{u} relayed");
-        }
-    }
+    assert_relayed(dir.path(), &[(&a, 5), (&b, 5), (&c, 5), (&c2, 2)]);
 }
 
 /// A token directory laid out as the kubelet mounts a Secret: the files live in a
@@ -261,13 +266,7 @@ async fn a_token_directory_adds_retokens_and_removes_bots_as_its_files_change() 
     );
     assert_eq!(relay.terminate().await.code(), Some(0));
 
-    let ids = relayed(dir.path());
-    for (bot, n) in [(&a, 5), (&b, 5), (&c, 5), (&c2, 2)] {
-        let id = bot.split(':').next().unwrap();
-        for u in 1..=n {
-            assert!(ids.contains(&format!("{id}:{u}")), "{id}:{u} relayed");
-        }
-    }
+    assert_relayed(dir.path(), &[(&a, 5), (&b, 5), (&c, 5), (&c2, 2)]);
 }
 
 /// Webhook bots from a token directory: the listener is up before the first file
