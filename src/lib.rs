@@ -17,6 +17,7 @@
 //! - [`backoff`]: how long to wait before retrying.
 //! - [`lease`]: how long this replica may still call Telegram for the bots it owns.
 //! - [`source`]: where updates come from: getUpdates long polling, or the webhook listener.
+//! - [`broker`]: the connections to NATS and Kafka, and what the relay keeps there.
 //! - [`sink`]: where they go: NATS JetStream, Kafka, a JSON-lines file, memory for tests.
 //! - [`outbound`]: the other way: Bot API calls services publish to the broker, executed by
 //!   each bot's owner within Telegram's flood limits, their answers published back.
@@ -33,6 +34,7 @@ pub mod ack;
 pub mod admin;
 pub mod app;
 pub mod backoff;
+pub mod broker;
 pub mod cloudevent;
 pub mod cluster;
 pub mod config;

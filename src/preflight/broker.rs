@@ -12,7 +12,7 @@ use super::{within, Finding, CHECK_TIMEOUT};
 use crate::config::Config;
 use crate::route::RouteTemplate;
 use crate::sink::kafka::topics::{self, BotRoutes};
-use crate::sink::nats::{NatsSink, NatsSinkError};
+use crate::sink::nats::NatsSinkError;
 
 /// Subject lookups in flight at once (each is one JetStream API request).
 const LOOKUPS: usize = 32;
@@ -49,7 +49,7 @@ async fn nats_stream(config: &Config) -> Result<Finding, NatsSinkError> {
         stream: stream.clone(),
         message,
     };
-    let js = jetstream::new(NatsSink::client(nats).await?);
+    let js = jetstream::new(crate::broker::nats::client(nats).await?);
     match js.get_stream(stream).await {
         Ok(_) => {}
         Err(e) => {

@@ -27,22 +27,10 @@ use crate::cloudevent::{self, Attributes, EnvelopeMode};
 use crate::envelope::{DeadLetter, Envelope};
 use crate::route::RouteTemplate;
 
-mod config;
-pub mod topics;
-
-pub use config::KafkaSinkConfig;
+pub use crate::broker::kafka::{topics, KafkaSinkConfig, KafkaSinkError};
 
 /// How long a full producer queue is waited on before the enqueue is tried again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
-
-/// Errors that stop the sink from starting.
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaSinkError {
-    #[error("creating the Kafka producer: {0}")]
-    Producer(KafkaError),
-    #[error("Kafka brokers {brokers}: {message}")]
-    Topics { brokers: String, message: String },
-}
 
 pub struct KafkaSink {
     /// Replaced when librdkafka reports a fatal error (an idempotent producer fenced
