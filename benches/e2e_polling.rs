@@ -41,11 +41,13 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use serde::Deserialize;
 use tgrelay::ack::Outcome;
+use tgrelay::broker::kafka::{topics, KafkaBroker};
+use tgrelay::broker::nats::{NatsBroker, NatsSinkConfig};
+use tgrelay::broker::BotRoutes;
 use tgrelay::cloudevent::EnvelopeMode;
 use tgrelay::envelope::{BotIdentity, Envelope};
-use tgrelay::sink::kafka::topics::{self, BotRoutes};
 use tgrelay::sink::kafka::{KafkaSink, KafkaSinkConfig};
-use tgrelay::sink::nats::{NatsSink, NatsSinkConfig};
+use tgrelay::sink::nats::NatsSink;
 use tgrelay::sink::Sink;
 
 #[allow(dead_code)]
@@ -281,11 +283,13 @@ impl Broker {
     async fn connect(self, names: &Names, kinds: &[String]) -> anyhow::Result<Box<dyn Sink>> {
         let mode = EnvelopeMode::Binary;
         Ok(match self {
-            Broker::Nats => Box::new(NatsSink::connect(&nats_config(names), mode).await?),
+            Broker::Nats => Box::new(nats_sink(&nats_config(names), mode).await?),
             Broker::Kafka | Broker::KafkaPerBot => {
                 let routes = bot_routes(kinds);
                 let config = kafka_config(names, self.kafka_topic());
-                Box::new(KafkaSink::connect(&config, mode, &routes).await?)
+                let broker = KafkaBroker::connect(&config).await?;
+                broker.ensure_update_topics(&routes).await?;
+                Box::new(KafkaSink::new(&broker, mode))
             }
         })
     }
@@ -377,6 +381,13 @@ fn kafka_config(names: &Names, topic: &str) -> KafkaSinkConfig {
         partitions: 3,
         ..KafkaSinkConfig::default()
     }
+}
+
+/// A NATS sink as the relay makes one: connected, its stream provisioned.
+pub async fn nats_sink(config: &NatsSinkConfig, mode: EnvelopeMode) -> anyhow::Result<NatsSink> {
+    let broker = NatsBroker::connect(config).await?;
+    broker.ensure_updates_stream().await?;
+    Ok(NatsSink::new(&broker, mode))
 }
 
 fn bot_routes(kinds: &[String]) -> Vec<BotRoutes> {

@@ -107,7 +107,8 @@ struct Report {
 
 async fn measure(n: usize, sink_names: &Names, relay_names: &Names) -> anyhow::Result<Report> {
     let corpus = Corpus::load();
-    let sink = Arc::new(NatsSink::connect(&nats_config(sink_names), EnvelopeMode::Binary).await?);
+    let sink =
+        Arc::new(e2e_polling::nats_sink(&nats_config(sink_names), EnvelopeMode::Binary).await?);
     let api = FakeBotApi::start().await;
     api.add_bot(TOKEN);
     let dir = tempfile::tempdir()?;

@@ -7,7 +7,7 @@
 //! (a revoked token) leaves the others running; only when every configured bot has
 //! failed does the relay exit with an error.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +17,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::broker::{BotRoutes, Broker};
 use crate::cluster::{self, Bots, Ownership, Single};
-use crate::config::{BotConfig, ClusterMode, Config, Mode};
+use crate::config::{ClusterMode, Config, Mode};
 use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundSetup, OutboundSlot};
-use crate::reload::{BotSet, ConfigSource, Reloader};
+use crate::reload::{BotSet, BrokerSlot, ConfigSource, Reloader};
 use crate::sink::connecting::ConnectingSink;
-use crate::sink::kafka::topics::BotRoutes;
 use crate::sink::Sink;
 use crate::source::webhook::{self, WebhookBot, WebhookServer};
 use crate::source::StartGate;
@@ -139,12 +139,14 @@ impl Relay {
         } else {
             (None, None)
         };
+        let broker = BrokerSlot::default();
         let bring_up = BringUp {
             config: self.config.clone(),
             connecting: self.connecting.clone(),
             metrics: Arc::clone(&self.metrics),
             lease: self.lease.clone(),
             outbound: Arc::clone(&deps.outbound),
+            broker: Arc::clone(&broker),
         };
         let ownership = tokio::spawn(bring_up.run(watched, supervisor.clone(), shutdown.clone()));
         if let (Some(source), Some(applied)) = (self.source, applied) {
@@ -152,7 +154,7 @@ impl Relay {
                 source,
                 applied,
                 bots: Arc::clone(&bots),
-                sink: Arc::clone(&self.sink),
+                broker,
                 metrics: Arc::clone(&self.metrics),
             };
             tokio::spawn(reloader.run(shutdown.clone()));
@@ -292,6 +294,8 @@ struct BringUp {
     lease: Lease,
     /// Set once connected, before any bot starts.
     outbound: OutboundSlot,
+    /// Set once connected: provisions what bots added later publish to.
+    broker: BrokerSlot,
 }
 
 impl BringUp {
@@ -310,14 +314,15 @@ impl BringUp {
             return Box::new(Single);
         };
         let configured = Arc::clone(&bots.borrow());
-        let routes = kafka_routes(&configured);
+        let routes: Vec<BotRoutes> = configured.iter().map(|(n, b)| b.routes(n)).collect();
         let mut failures = 0;
         loop {
             let connected = async {
-                let connected = crate::sink::connect(&self.config.sink, &routes).await?;
+                let broker = Broker::connect(self.config.sink.broker(), &routes).await?;
+                let sink = crate::sink::on(&self.config.sink, &broker)?;
                 let ownership = cluster::connect(
                     &self.config.cluster,
-                    &connected,
+                    &broker,
                     self.lease.clone(),
                     Arc::clone(&self.metrics),
                 )
@@ -325,23 +330,22 @@ impl BringUp {
                 // Last: it registers its metrics once it connected.
                 let setup = OutboundSetup {
                     config: &self.config.outbound,
-                    sink: self.config.sink.kind,
-                    kafka: &self.config.sink.kafka,
                     bots: configured
                         .iter()
                         .map(|(n, b)| (n.clone(), b.bot_id()))
                         .collect(),
                     drain_timeout: self.config.drain_timeout,
                 };
-                let outbound = Outbound::connect(setup, &connected, &self.metrics).await?;
-                anyhow::Ok((connected, ownership, outbound))
+                let outbound = Outbound::connect(setup, &broker, &self.metrics).await?;
+                anyhow::Ok((broker, sink, ownership, outbound))
             };
             match connected.await {
-                Ok((connected, ownership, outbound)) => {
+                Ok((broker, sink, ownership, outbound)) => {
                     if let Some(outbound) = outbound {
                         let _ = self.outbound.set(outbound);
                     }
-                    connecting.connected(connected.sink);
+                    let _ = self.broker.set(broker);
+                    connecting.connected(sink);
                     if failures > 0 {
                         tracing::info!(
                             sink = self.config.sink.kind.name(),
@@ -373,17 +377,6 @@ impl BringUp {
             }
         }
     }
-}
-
-/// What each bot can publish, for the Kafka sink's topic check.
-fn kafka_routes(bots: &BTreeMap<String, BotConfig>) -> Vec<BotRoutes> {
-    bots.iter()
-        .map(|(name, bot)| BotRoutes {
-            name: name.clone(),
-            id: bot.bot_id(),
-            kinds: bot.allowed_updates.clone(),
-        })
-        .collect()
 }
 
 /// Flushes the sink, but never waits long for a broker that is away: everything

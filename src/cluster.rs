@@ -17,10 +17,10 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::config::{BotConfig, ClusterConfig, ClusterMode};
 use crate::lease::Lease;
 use crate::metrics::Metrics;
-use crate::sink::Connected;
 use crate::supervisor::Supervisor;
 use coordinator::SharedOwnership;
 
@@ -48,27 +48,27 @@ pub trait Ownership: Send {
 /// The ownership the configuration asks for, over the broker the sink connected to.
 pub async fn connect(
     config: &ClusterConfig,
-    broker: &Connected,
+    broker: &Broker,
     lease: Lease,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Box<dyn Ownership>> {
     if config.mode == ClusterMode::Single {
         return Ok(Box::new(Single));
     }
-    match (&broker.nats, &broker.kafka) {
-        (Some(js), _) => {
-            let store = nats::NatsStore::connect(js, config).await?;
+    match broker {
+        Broker::Nats(nats) => {
+            let store = nats::NatsStore::connect(nats, config).await?;
             Ok(Box::new(SharedOwnership::new(
                 store, config, lease, metrics,
             )))
         }
-        (None, Some(client)) => {
-            let store = kafka::KafkaStore::connect(client, config).await?;
+        Broker::Kafka(kafka) => {
+            let store = kafka::KafkaStore::connect(kafka, config).await?;
             Ok(Box::new(SharedOwnership::new(
                 store, config, lease, metrics,
             )))
         }
-        (None, None) => anyhow::bail!("cluster.mode = \"shared\" needs a broker (nats or kafka)"),
+        Broker::None => anyhow::bail!("cluster.mode = \"shared\" needs a broker (nats or kafka)"),
     }
 }
 

@@ -139,6 +139,15 @@ impl BotConfig {
         self.token.as_ref().expect("validated config has a token")
     }
 
+    /// What this bot, named `name`, publishes to (for provisioning and checks).
+    pub fn routes(&self, name: &str) -> crate::broker::BotRoutes {
+        crate::broker::BotRoutes {
+            name: name.to_owned(),
+            id: self.bot_id(),
+            kinds: self.allowed_updates.clone(),
+        }
+    }
+
     /// Telegram's bot id: the number before `:` in the token.
     pub fn bot_id(&self) -> u64 {
         validate::bot_id(self.token().expose()).expect("validated token has a bot id")

@@ -20,9 +20,9 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker as Connected;
 use crate::metrics::Metrics;
 use crate::route::RouteTemplate;
-use crate::sink::{Connected, SinkKind};
 use crate::source::BotContext;
 
 pub mod broker;
@@ -44,11 +44,9 @@ use executor::{Executor, Parts, Settings};
 use limiter::Limits;
 use metrics::OutboundMetrics;
 
-/// What the gateway is set up from: its section, the sink it shares, and the bots.
+/// What the gateway is set up from: its section and the bots.
 pub struct OutboundSetup<'a> {
     pub config: &'a OutboundConfig,
-    pub sink: SinkKind,
-    pub kafka: &'a crate::sink::KafkaSinkConfig,
     /// The configured bots' names and ids.
     pub bots: Vec<(String, u64)>,
     pub drain_timeout: Duration,
@@ -92,19 +90,23 @@ impl Outbound {
     /// bots' names and ids.
     pub async fn connect(
         setup: OutboundSetup<'_>,
-        connected: &Connected,
+        broker: &Connected,
         relay_metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Outbound>>> {
         let out = setup.config;
         if !out.enabled {
             return Ok(None);
         }
-        let broker = match (&connected.nats, setup.sink) {
-            (Some(js), _) => Broker::Nats(Box::new(nats::NatsOutbound::connect(js, out).await?)),
-            (None, SinkKind::Kafka) => Broker::Kafka(Box::new(
-                kafka::KafkaOutbound::connect(setup.kafka, out, &setup.bots).await?,
+        let broker = match broker {
+            Connected::Nats(n) => {
+                Broker::Nats(Box::new(nats::NatsOutbound::connect(n, out).await?))
+            }
+            Connected::Kafka(k) => Broker::Kafka(Box::new(
+                kafka::KafkaOutbound::connect(k, out, &setup.bots).await?,
             )),
-            _ => anyhow::bail!("outbound calls need sink.kind = \"nats\" or \"kafka\""),
+            Connected::None => {
+                anyhow::bail!("outbound calls need sink.kind = \"nats\" or \"kafka\"")
+            }
         };
         Ok(Some(Arc::new(Outbound {
             config: out.clone(),

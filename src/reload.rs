@@ -17,10 +17,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::{BotRoutes, Broker};
 use crate::config::{BotConfig, Config};
 use crate::metrics::Metrics;
-use crate::sink::kafka::topics::BotRoutes;
-use crate::sink::Sink;
 
 /// How often a `tokens_dir` is looked at; every fifth look reads each file's size and
 /// time too (an edit in place does not change the directory itself).
@@ -41,6 +40,9 @@ impl ConfigSource {
     }
 }
 
+/// The broker once connected, for provisioning what added bots publish to.
+pub type BrokerSlot = Arc<std::sync::OnceLock<Broker>>;
+
 /// The bot set every part of a running relay follows.
 pub type BotSet = Arc<BTreeMap<String, BotConfig>>;
 
@@ -48,7 +50,7 @@ pub(crate) struct Reloader {
     pub source: ConfigSource,
     pub applied: Config,
     pub bots: Arc<watch::Sender<BotSet>>,
-    pub sink: Arc<dyn Sink>,
+    pub broker: BrokerSlot,
     pub metrics: Arc<Metrics>,
 }
 
@@ -136,22 +138,18 @@ impl Reloader {
         let routes: Vec<BotRoutes> = added
             .iter()
             .chain(&changed)
-            .map(|name| routes(name, &new[*name]))
+            .map(|name| new[*name].routes(name))
             .collect();
-        if let Err(e) = self.sink.prepare(&routes).await {
+        // Before the broker first answered, connecting provisions every bot anyway.
+        let provisioned = match self.broker.get() {
+            Some(broker) => broker.provision(&routes).await,
+            None => Ok(()),
+        };
+        if let Err(e) = provisioned {
             tracing::error!(error = %e, "preparing the broker for the new bots failed; they hold their updates until it succeeds");
         }
         self.bots.send_replace(Arc::new(config.bots.clone()));
         self.applied = config;
-    }
-}
-
-/// What one bot can publish, for a sink that provisions routes (Kafka topics).
-pub fn routes(name: &str, bot: &BotConfig) -> BotRoutes {
-    BotRoutes {
-        name: name.to_owned(),
-        id: bot.bot_id(),
-        kinds: bot.allowed_updates.clone(),
     }
 }
 

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::ack::Outcome;
+use crate::broker::{BotRoutes, Broker, BrokerSettings};
 use crate::cloudevent::EnvelopeMode;
 use crate::envelope::{DeadLetter, Envelope};
 
@@ -56,53 +57,42 @@ impl SinkKind {
     }
 }
 
-/// A sink connected to its broker, and the broker connection for whatever else the
-/// relay keeps there (a shared cluster's coordination).
-pub struct Connected {
-    pub sink: std::sync::Arc<dyn Sink>,
-    pub nats: Option<async_nats::jetstream::Context>,
-    /// How to reach the Kafka brokers, for clients other than the sink's producer.
-    pub kafka: Option<rdkafka::ClientConfig>,
-}
-
-/// Connects the configured sink: the broker answers, and the stream or topics that
-/// `routes` can reach exist (or were created, when configured to).
+/// Connects the configured sink's broker, provisions what `routes` reach, and returns
+/// the sink on it (the relay's start does the same in steps; tests use this).
 pub async fn connect(
     config: &SinkConfig,
-    routes: &[kafka::topics::BotRoutes],
-) -> anyhow::Result<Connected> {
+    routes: &[BotRoutes],
+) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
+    let broker = Broker::connect(config.broker(), routes).await?;
+    on(config, &broker)
+}
+
+/// The configured sink on a connected broker.
+pub fn on(config: &SinkConfig, broker: &Broker) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
     use anyhow::Context as _;
     use std::sync::Arc;
-    Ok(match config.kind {
-        SinkKind::File => {
+    Ok(match broker {
+        Broker::None => {
             let path = &config.file.path;
             let sink = file::FileSink::open(path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            Connected {
-                sink: Arc::new(sink),
-                nats: None,
-                kafka: None,
-            }
+            Arc::new(sink)
         }
-        SinkKind::Nats => {
-            let sink = nats::NatsSink::connect(&config.nats, config.envelope).await?;
-            Connected {
-                nats: Some(sink.jetstream()),
-                sink: Arc::new(sink),
-                kafka: None,
-            }
-        }
-        SinkKind::Kafka => Connected {
-            sink: Arc::new(
-                kafka::KafkaSink::connect(&config.kafka, config.envelope, routes).await?,
-            ),
-            nats: None,
-            kafka: Some(config.kafka.connection_config()),
-        },
+        Broker::Nats(nats) => Arc::new(nats::NatsSink::new(nats, config.envelope)),
+        Broker::Kafka(kafka) => Arc::new(kafka::KafkaSink::new(kafka, config.envelope)),
     })
 }
 
 impl SinkConfig {
+    /// The broker this sink's kind names, with its settings.
+    pub fn broker(&self) -> BrokerSettings<'_> {
+        match self.kind {
+            SinkKind::File => BrokerSettings::None,
+            SinkKind::Nats => BrokerSettings::Nats(&self.nats),
+            SinkKind::Kafka => BrokerSettings::Kafka(&self.kafka),
+        }
+    }
+
     /// Every problem of the chosen sink's settings; secret files are read here.
     pub fn validate(&mut self) -> Vec<String> {
         match self.kind {
@@ -129,14 +119,4 @@ pub trait Sink: Send + Sync {
 
     /// Flushes whatever is buffered; called once on shutdown.
     fn close(&self) -> BoxFuture<'_, ()>;
-
-    /// Makes ready what bots added at runtime will publish to (Kafka creates their
-    /// topics when configured to); most sinks need nothing.
-    fn prepare<'a>(
-        &'a self,
-        routes: &'a [kafka::topics::BotRoutes],
-    ) -> BoxFuture<'a, Result<(), String>> {
-        let _ = routes;
-        Box::pin(futures::future::ready(Ok(())))
-    }
 }

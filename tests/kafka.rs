@@ -11,9 +11,10 @@ use support::fake_bot_api::FakeBotApi;
 use support::kafka::{self as ksupport, read_prefix};
 use support::nats::unique;
 use support::relay::{relay_until_confirmed, token};
+use tgrelay::broker::kafka::{KafkaBroker, KafkaSinkConfig, KafkaSinkError};
+use tgrelay::broker::BotRoutes;
 use tgrelay::cloudevent::EnvelopeMode;
-use tgrelay::sink::kafka::topics::BotRoutes;
-use tgrelay::sink::kafka::{KafkaSink, KafkaSinkConfig};
+use tgrelay::sink::kafka::KafkaSink;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_land_keyed_by_chat_on_one_partition_in_order_with_the_contract_headers() {
@@ -103,6 +104,13 @@ fn routes(id: u64) -> Vec<BotRoutes> {
     }]
 }
 
+/// Connects a Kafka sink as the relay does: the broker, its topics, the sink on it.
+async fn connect(cfg: &KafkaSinkConfig, routes: &[BotRoutes]) -> Result<KafkaSink, KafkaSinkError> {
+    let broker = KafkaBroker::connect(cfg).await?;
+    broker.ensure_update_topics(routes).await?;
+    Ok(KafkaSink::new(&broker, EnvelopeMode::Binary))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_topic_is_a_clear_startup_error_unless_topics_are_created() {
     let prefix = unique("k2");
@@ -113,10 +121,7 @@ async fn a_missing_topic_is_a_clear_startup_error_unless_topics_are_created() {
         replication_factor: 1,
         ..Default::default()
     };
-    let err = KafkaSink::connect(&cfg, EnvelopeMode::Binary, &routes(1))
-        .await
-        .err()
-        .expect("refused");
+    let err = connect(&cfg, &routes(1)).await.err().expect("refused");
     let text = err.to_string();
     assert!(
         text.contains(&format!("{prefix}.main.message")) && text.contains("create_topics"),
@@ -124,13 +129,9 @@ async fn a_missing_topic_is_a_clear_startup_error_unless_topics_are_created() {
     );
 
     cfg.create_topics = true;
-    KafkaSink::connect(&cfg, EnvelopeMode::Binary, &routes(1))
-        .await
-        .expect("creates the topics");
+    connect(&cfg, &routes(1)).await.expect("creates the topics");
     cfg.create_topics = false;
-    KafkaSink::connect(&cfg, EnvelopeMode::Binary, &routes(1))
-        .await
-        .expect("now they exist");
+    connect(&cfg, &routes(1)).await.expect("now they exist");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

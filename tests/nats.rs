@@ -12,6 +12,7 @@ use support::corpus::{expected_routing, Corpus};
 use support::fake_bot_api::FakeBotApi;
 use support::nats::{self as jsupport, read_all, unique};
 use support::relay::{relay_until_confirmed, token};
+use tgrelay::broker::nats::{NatsBroker, NatsSinkConfig, NatsSinkError};
 use tgrelay::cloudevent::EnvelopeMode;
 use tgrelay::envelope::{BotIdentity, Envelope};
 use tgrelay::sink::nats::NatsSink;
@@ -101,7 +102,7 @@ fn envelope(bot: &Arc<BotIdentity>, raw: Vec<u8>) -> Envelope {
 }
 
 async fn sink(stream: &str, prefix: &str, create: bool) -> NatsSink {
-    let mut cfg = tgrelay::sink::nats::NatsSinkConfig {
+    let mut cfg = NatsSinkConfig {
         url: jsupport::url(),
         stream: stream.into(),
         stream_subjects: vec![format!("{prefix}.>")],
@@ -110,9 +111,14 @@ async fn sink(stream: &str, prefix: &str, create: bool) -> NatsSink {
         ..Default::default()
     };
     cfg.create_stream = create;
-    NatsSink::connect(&cfg, EnvelopeMode::Binary)
-        .await
-        .expect("connects")
+    connect(&cfg).await.expect("connects")
+}
+
+/// Connects a NATS sink as the relay does: the broker, its stream, the sink on it.
+async fn connect(cfg: &NatsSinkConfig) -> Result<NatsSink, NatsSinkError> {
+    let broker = NatsBroker::connect(cfg).await?;
+    broker.ensure_updates_stream().await?;
+    Ok(NatsSink::new(&broker, EnvelopeMode::Binary))
 }
 
 #[tokio::test]
@@ -181,16 +187,13 @@ async fn an_update_too_large_for_the_stream_goes_to_the_dead_letter_subject() {
 #[tokio::test]
 async fn a_missing_stream_is_a_clear_startup_error() {
     let stream = unique("TGRELAY_MISSING");
-    let cfg = tgrelay::sink::nats::NatsSinkConfig {
+    let cfg = NatsSinkConfig {
         url: jsupport::url(),
         stream: stream.clone(),
         create_stream: false,
         ..Default::default()
     };
-    let err = NatsSink::connect(&cfg, EnvelopeMode::Binary)
-        .await
-        .err()
-        .expect("refused");
+    let err = connect(&cfg).await.err().expect("refused");
     let text = err.to_string();
     assert!(
         text.contains(&stream) && text.contains("create_stream"),
@@ -200,14 +203,11 @@ async fn a_missing_stream_is_a_clear_startup_error() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_clear_startup_error() {
-    let cfg = tgrelay::sink::nats::NatsSinkConfig {
+    let cfg = NatsSinkConfig {
         url: "nats://127.0.0.1:9".into(),
         ..Default::default()
     };
-    let err = NatsSink::connect(&cfg, EnvelopeMode::Binary)
-        .await
-        .err()
-        .expect("refused");
+    let err = connect(&cfg).await.err().expect("refused");
     assert!(
         err.to_string()
             .starts_with("connecting to NATS at nats://127.0.0.1:9"),

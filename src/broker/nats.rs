@@ -1,121 +1,68 @@
-//! The NATS side of the broker layer: the connection (servers, credentials, TLS) and
-//! the JetStream stream the updates go to.
+//! The NATS side of the broker layer: one connection (see [`connection`]), its
+//! JetStream context, and the streams and key-value buckets the relay keeps there
+//! (see [`provision`]).
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use async_nats::jetstream::{self, stream};
-use async_nats::ConnectOptions;
+use async_nats::jetstream;
 
 mod config;
+mod connection;
+mod provision;
 
 pub use config::NatsSinkConfig;
+pub use provision::StreamState;
 
-/// Errors that stop the sink from starting.
+/// Errors that keep the relay from using NATS.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsSinkError {
     #[error("connecting to NATS at {url}: {message}")]
     Connect { url: String, message: String },
     #[error("JetStream stream {stream}: {message}")]
     Stream { stream: String, message: String },
+    #[error("NATS key-value bucket {bucket}: {message}")]
+    Bucket { bucket: String, message: String },
 }
 
-/// A connection with the configured credentials and TLS.
-pub async fn client(config: &NatsSinkConfig) -> Result<async_nats::Client, NatsSinkError> {
-    let client = connect_options(config)
-        .await?
-        .name(concat!("tgrelay/", env!("CARGO_PKG_VERSION")))
-        .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None)
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS connection event");
+/// A NATS connection with JetStream, shared by everything the relay keeps there.
+#[derive(Clone)]
+pub struct NatsBroker {
+    client: async_nats::Client,
+    /// Publishes wait `publish_timeout` for their PubAck, at most `max_in_flight` at once.
+    js: jetstream::Context,
+    config: Arc<NatsSinkConfig>,
+}
+
+impl NatsBroker {
+    /// Connects with the configured servers, credentials and TLS.
+    pub async fn connect(config: &NatsSinkConfig) -> Result<NatsBroker, NatsSinkError> {
+        let client = connection::client(config).await?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .max_ack_inflight(config.max_in_flight)
+            .build(client.clone());
+        Ok(NatsBroker {
+            client,
+            js,
+            config: Arc::new(config.clone()),
         })
-        .connect(config.url.as_str())
-        .await
-        .map_err(|e| NatsSinkError::Connect {
-            url: config.url.clone(),
-            message: format!("{e}{}", tls_hint(config, &e)),
-        })?;
-    Ok(client)
-}
+    }
 
-/// Authentication and TLS as configured.
-async fn connect_options(config: &NatsSinkConfig) -> Result<ConnectOptions, NatsSinkError> {
-    let mut options = match &config.credentials_file {
-        Some(path) => ConnectOptions::with_credentials_file(path)
-            .await
-            .map_err(|e| NatsSinkError::Connect {
-                url: config.url.clone(),
-                message: format!("credentials file {}: {e}", path.display()),
-            })?,
-        None => ConnectOptions::new(),
-    };
-    if let (Some(user), Some(password)) = (&config.user, &config.password) {
-        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
-    if let Some(token) = &config.token {
-        options = options.token(token.expose().to_owned());
-    }
-    if let Some(ca) = &config.tls_ca_file {
-        options = options.add_root_certificates(ca.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
-    Ok(options.require_tls(config.requires_tls()))
-}
 
-/// What to check when the TLS handshake failed: rustls's own words name the alert or
-/// the verification error, not the setting behind it.
-fn tls_hint(config: &NatsSinkConfig, error: &async_nats::ConnectError) -> &'static str {
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
-            let io = s.downcast_ref::<std::io::Error>()?;
-            io.get_ref()?.downcast_ref::<rustls::Error>()
-        });
-        match tls {
-            Some(rustls::Error::AlertReceived(_)) if config.tls_cert_file.is_none() => {
-                return " (the server refused the TLS handshake: if it verifies clients, set \
-                    sink.nats.tls_cert_file and tls_key_file to a certificate its CA signed)";
-            }
-            Some(rustls::Error::AlertReceived(_)) => {
-                return " (the server refused the TLS handshake: is sink.nats.tls_cert_file \
-                    signed by a CA it trusts?)";
-            }
-            Some(rustls::Error::InvalidCertificate(_)) => {
-                return " (the server's certificate is not trusted: set sink.nats.tls_ca_file \
-                    to the CA that signed it)";
-            }
-            _ => source = s.source(),
-        }
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
     }
-    ""
-}
 
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    config: &NatsSinkConfig,
-) -> Result<(), NatsSinkError> {
-    let stream_error = |message: String| NatsSinkError::Stream {
-        stream: config.stream.clone(),
-        message,
-    };
-    if config.create_stream {
-        js.get_or_create_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: config.stream_subjects.clone(),
-            storage: stream::StorageType::File,
-            duplicate_window: config.duplicate_window,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| stream_error(e.to_string()))?;
-    } else {
-        js.get_stream(&config.stream).await.map_err(|e| {
-            stream_error(format!(
-                "{e} (create it, or set sink.nats.create_stream = true)"
-            ))
-        })?;
+    /// `[sink.nats]` as connected with.
+    pub fn config(&self) -> &NatsSinkConfig {
+        &self.config
     }
-    Ok(())
+
+    /// Whether the connection is up now (readiness).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
 }

@@ -17,8 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -28,6 +26,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::{Change, Store, StoreError};
+use crate::broker::kafka::KafkaBroker;
 use crate::config::ClusterConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,14 +63,22 @@ struct OwnersLog {
 impl KafkaStore {
     /// Creates the two topics when missing and starts reading them.
     pub async fn connect(
-        client: &ClientConfig,
+        broker: &KafkaBroker,
         config: &ClusterConfig,
     ) -> Result<KafkaStore, KafkaStoreError> {
+        let client = &broker.connection_config();
         let members = format!("{}.members", config.name);
         let owners = format!("{}.owners", config.name);
         // Heartbeats matter for seconds; owner writes are the state, kept for good.
-        ensure_topic(client, &members, "3600000").await?;
-        ensure_topic(client, &owners, "-1").await?;
+        for (topic, retention_ms) in [(&members, "3600000"), (&owners, "-1")] {
+            broker
+                .ensure_log_topic(topic, retention_ms)
+                .await
+                .map_err(|message| KafkaStoreError {
+                    topic: topic.clone(),
+                    message,
+                })?;
+        }
         let error = |topic: &str, e: KafkaError| KafkaStoreError {
             topic: topic.to_owned(),
             message: e.to_string(),
@@ -103,32 +110,6 @@ impl KafkaStore {
             .await
             .map(|delivery| delivery.offset)
             .map_err(|(e, _)| StoreError::Broker(e.to_string()))
-    }
-}
-
-/// Creates a one-partition topic unless it exists.
-async fn ensure_topic(
-    client: &ClientConfig,
-    topic: &str,
-    retention_ms: &str,
-) -> Result<(), KafkaStoreError> {
-    let error = |message: String| KafkaStoreError {
-        topic: topic.to_owned(),
-        message,
-    };
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(|e| error(e.to_string()))?;
-    let new =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("retention.ms", retention_ms);
-    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    let results = admin
-        .create_topics([&new], &options)
-        .await
-        .map_err(|e| error(e.to_string()))?;
-    match results.into_iter().next() {
-        Some(Ok(_)) | None => Ok(()),
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
-        Some(Err((_, code))) => Err(error(code.to_string())),
     }
 }
 

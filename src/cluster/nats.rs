@@ -7,21 +7,13 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, UpdateErrorKind};
-use async_nats::jetstream::{self};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::store::{Change, Store, StoreError};
+use crate::broker::nats::{NatsBroker, NatsSinkError};
 use crate::config::ClusterConfig;
-
-/// Errors that stop the coordination from starting.
-#[derive(Debug, thiserror::Error)]
-#[error("NATS key-value bucket {bucket}: {message}")]
-pub struct NatsStoreError {
-    bucket: String,
-    message: String,
-}
 
 pub struct NatsStore {
     members: kv::Store,
@@ -31,46 +23,26 @@ pub struct NatsStore {
 impl NatsStore {
     /// Opens (creating when missing) the two buckets.
     pub async fn connect(
-        js: &jetstream::Context,
+        broker: &NatsBroker,
         config: &ClusterConfig,
-    ) -> Result<NatsStore, NatsStoreError> {
-        let members = bucket(
-            js,
-            kv::Config {
+    ) -> Result<NatsStore, NatsSinkError> {
+        let members = broker
+            .key_value(kv::Config {
                 bucket: format!("{}-members", config.name),
                 history: 1,
                 // Tidiness only: a member is judged by its heartbeats, not by expiry.
                 max_age: (config.lease_ttl * 6).max(Duration::from_secs(60)),
                 ..Default::default()
-            },
-        )
-        .await?;
-        let owners = bucket(
-            js,
-            kv::Config {
+            })
+            .await?;
+        let owners = broker
+            .key_value(kv::Config {
                 bucket: format!("{}-owners", config.name),
                 history: 1,
                 ..Default::default()
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(NatsStore { members, owners })
-    }
-}
-
-async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, NatsStoreError> {
-    let name = config.bucket.clone();
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        // Another replica created it meanwhile.
-        Err(created) => js.get_key_value(&name).await.map_err(|_| NatsStoreError {
-            bucket: name,
-            // nats-server 2.9 answers in a shape the client cannot read.
-            message: format!("{created} (a shared cluster needs nats-server 2.10 or later)"),
-        }),
     }
 }
 

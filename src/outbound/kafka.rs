@@ -21,9 +21,8 @@ use rdkafka::ClientConfig;
 use super::broker::{PublishError, Results};
 use super::call::Reply;
 use super::OutboundConfig;
+use crate::broker::kafka::{KafkaBroker, KafkaSinkError};
 use crate::route::RouteTemplate;
-use crate::sink::kafka::topics;
-use crate::sink::kafka::{KafkaSinkConfig, KafkaSinkError};
 
 mod intake;
 mod memory;
@@ -40,7 +39,7 @@ pub struct KafkaOutbound {
     producer: FutureProducer,
     client_config: ClientConfig,
     /// For the topics of bots added while the relay runs.
-    sink: KafkaSinkConfig,
+    broker: KafkaBroker,
     calls: RouteTemplate,
     results: RouteTemplate,
     /// Bots whose topics are known to be there.
@@ -51,18 +50,18 @@ impl KafkaOutbound {
     /// Creates the producer and checks (or creates) every bot's calls, results and
     /// memory topics.
     pub async fn connect(
-        sink: &KafkaSinkConfig,
+        broker: &KafkaBroker,
         config: &OutboundConfig,
         bots: &[(String, u64)],
     ) -> Result<KafkaOutbound, KafkaSinkError> {
-        let client_config = sink.client_config();
+        let client_config = broker.producer_config();
         let producer: FutureProducer = client_config.create().map_err(KafkaSinkError::Producer)?;
         let calls = RouteTemplate::parse(&config.subject).expect("validated template");
         let results = RouteTemplate::parse(&config.results).expect("validated template");
         let outbound = KafkaOutbound {
             producer,
             client_config,
-            sink: sink.clone(),
+            broker: broker.clone(),
             calls,
             results,
             ready: Default::default(),
@@ -84,7 +83,7 @@ impl KafkaOutbound {
         if names.is_empty() {
             return Ok(());
         }
-        topics::ensure_named(&self.sink, &names).await?;
+        self.broker.ensure_topics(&names).await?;
         let mut ready = self.ready.lock().unwrap();
         ready.extend(bots.iter().map(|(name, _)| name.clone()));
         Ok(())

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::broker::{LimitsStore, PublishError, Results};
 use super::call::Reply;
 use super::OutboundConfig;
+use crate::broker::nats::{NatsBroker, NatsSinkError};
 
 mod intake;
 
@@ -35,13 +36,6 @@ pub use intake::NatsIntake;
 /// How long what a route lookup found is trusted.
 const ROUTE_TTL: Duration = Duration::from_secs(60);
 const ROUTE_CACHE: usize = 10_000;
-
-/// Errors that keep the gateway from starting on NATS.
-#[derive(Debug, thiserror::Error)]
-pub enum NatsOutboundError {
-    #[error("JetStream stream {stream} for outbound calls: {message}")]
-    Stream { stream: String, message: String },
-}
 
 /// The gateway's NATS side, shared by every bot.
 pub struct NatsOutbound {
@@ -54,11 +48,12 @@ pub struct NatsOutbound {
 impl NatsOutbound {
     /// Checks (or creates) the calls' stream and the limits stream.
     pub async fn connect(
-        js: &jetstream::Context,
+        broker: &NatsBroker,
         config: &OutboundConfig,
-    ) -> Result<NatsOutbound, NatsOutboundError> {
-        ensure_stream(js, config).await?;
-        let limits = limits_stream(js, &config.stream).await?;
+    ) -> Result<NatsOutbound, NatsSinkError> {
+        ensure_stream(broker, config).await?;
+        let limits = limits_stream(broker, &config.stream).await?;
+        let js = broker.jetstream();
         Ok(NatsOutbound {
             js: js.clone(),
             limits,
@@ -93,26 +88,9 @@ impl NatsOutbound {
     }
 }
 
-async fn ensure_stream(
-    js: &jetstream::Context,
-    config: &OutboundConfig,
-) -> Result<(), NatsOutboundError> {
-    let error = |message: String| NatsOutboundError::Stream {
-        stream: config.stream.clone(),
-        message,
-    };
-    if !config.create_stream {
-        return js
-            .get_stream(&config.stream)
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                error(format!(
-                    "{e} (create it, or set outbound.create_stream = true)"
-                ))
-            });
-    }
-    js.get_or_create_stream(stream::Config {
+/// The calls' work-queue stream, created when missing and `create_stream` is set.
+async fn ensure_stream(broker: &NatsBroker, config: &OutboundConfig) -> Result<(), NatsSinkError> {
+    let spec = stream::Config {
         name: config.stream.clone(),
         subjects: config.stream_subjects.clone(),
         retention: stream::RetentionPolicy::WorkQueue,
@@ -120,30 +98,25 @@ async fn ensure_stream(
         duplicate_window: config.duplicate_window,
         max_age: config.max_age,
         ..Default::default()
-    })
-    .await
-    .map(|_| ())
-    .map_err(|e| error(e.to_string()))
+    };
+    let hint = "create it, or set outbound.create_stream = true";
+    broker
+        .stream(spec, config.create_stream, hint)
+        .await
+        .map(|_| ())
 }
 
 /// The stream of the bots' limiter memories: the last message of each bot's subject.
-async fn limits_stream(
-    js: &jetstream::Context,
-    calls: &str,
-) -> Result<stream::Stream, NatsOutboundError> {
+async fn limits_stream(broker: &NatsBroker, calls: &str) -> Result<stream::Stream, NatsSinkError> {
     let name = format!("{calls}_LIMITS");
-    js.get_or_create_stream(stream::Config {
+    let spec = stream::Config {
         subjects: vec![format!("{name}.>")],
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,
         name: name.clone(),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsOutboundError::Stream {
-        stream: name,
-        message: e.to_string(),
-    })
+    };
+    broker.stream(spec, true, "").await
 }
 
 /// Which subjects a stream captures, looked up once a minute per subject.

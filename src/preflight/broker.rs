@@ -4,15 +4,15 @@
 
 use std::collections::BTreeSet;
 
-use async_nats::jetstream::context::{GetStreamByNameErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::{self, ErrorCode};
+use async_nats::jetstream::context::GetStreamByNameErrorKind;
 use futures::stream::{self, StreamExt};
 
 use super::{within, Finding, CHECK_TIMEOUT};
+use crate::broker::kafka::{topics, KafkaBroker};
+use crate::broker::nats::{NatsBroker, NatsSinkError, StreamState};
+use crate::broker::BotRoutes;
 use crate::config::Config;
 use crate::route::RouteTemplate;
-use crate::sink::kafka::topics::{self, BotRoutes};
-use crate::sink::nats::NatsSinkError;
 
 /// Subject lookups in flight at once (each is one JetStream API request).
 const LOOKUPS: usize = 32;
@@ -22,11 +22,7 @@ fn routes(config: &Config) -> Vec<BotRoutes> {
     config
         .bots
         .iter()
-        .map(|(name, bot)| BotRoutes {
-            name: name.clone(),
-            id: bot.bot_id(),
-            kinds: bot.allowed_updates.clone(),
-        })
+        .map(|(name, bot)| bot.routes(name))
         .collect()
 }
 
@@ -49,23 +45,21 @@ async fn nats_stream(config: &Config) -> Result<Finding, NatsSinkError> {
         stream: stream.clone(),
         message,
     };
-    let js = jetstream::new(crate::broker::nats::client(nats).await?);
-    match js.get_stream(stream).await {
-        Ok(_) => {}
-        Err(e) => {
-            let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(e)
-                if e.error_code() == ErrorCode::STREAM_NOT_FOUND);
-            return match (missing, nats.create_stream) {
-                (true, true) => Ok(Finding::Note(format!(
-                    "sink.nats: stream {stream} is missing; the relay creates it at start \
-                     (create_stream = true)"
-                ))),
-                (true, false) => Ok(Finding::Problem(format!(
-                    "sink.nats: stream {stream} is missing (create it, or set \
-                     sink.nats.create_stream = true)"
-                ))),
-                (false, _) => Err(error(e.to_string())),
-            };
+    let broker = NatsBroker::connect(nats).await?;
+    let js = broker.jetstream();
+    match (broker.updates_stream_state().await?, nats.create_stream) {
+        (StreamState::Exists, _) => {}
+        (StreamState::Missing, true) => {
+            return Ok(Finding::Note(format!(
+                "sink.nats: stream {stream} is missing; the relay creates it at start \
+                 (create_stream = true)"
+            )))
+        }
+        (StreamState::Missing, false) => {
+            return Ok(Finding::Problem(format!(
+                "sink.nats: stream {stream} is missing (create it, or set \
+                 sink.nats.create_stream = true)"
+            )))
         }
     }
     let subjects = nats_subjects(config);
@@ -120,7 +114,13 @@ fn nats_subjects(config: &Config) -> BTreeSet<String> {
 pub(super) async fn check_kafka(config: &Config) -> Finding {
     let kafka = &config.sink.kafka;
     let routes = routes(config);
-    match within(topics::missing(kafka, &routes)).await {
+    let missing = async {
+        KafkaBroker::connect(kafka)
+            .await?
+            .missing_update_topics(&routes)
+            .await
+    };
+    match within(missing).await {
         None => Finding::Problem(format!(
             "sink.kafka: no answer from brokers {} within {}s",
             kafka.brokers,

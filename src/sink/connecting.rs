@@ -70,17 +70,6 @@ impl Sink for ConnectingSink {
         self.connected.get().is_some_and(|s| s.is_ready())
     }
 
-    fn prepare<'a>(
-        &'a self,
-        routes: &'a [super::kafka::topics::BotRoutes],
-    ) -> BoxFuture<'a, Result<(), String>> {
-        match self.connected.get() {
-            Some(sink) => sink.prepare(routes),
-            // Connecting checks every configured route anyway.
-            None => futures::future::ready(Ok(())).boxed(),
-        }
-    }
-
     fn close(&self) -> BoxFuture<'_, ()> {
         match self.connected.get() {
             Some(sink) => sink.close(),

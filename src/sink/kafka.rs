@@ -27,6 +27,7 @@ use crate::cloudevent::{self, Attributes, EnvelopeMode};
 use crate::envelope::{DeadLetter, Envelope};
 use crate::route::RouteTemplate;
 
+use crate::broker::kafka::KafkaBroker;
 pub use crate::broker::kafka::{topics, KafkaSinkConfig, KafkaSinkError};
 
 /// How long a full producer queue is waited on before the enqueue is tried again.
@@ -46,8 +47,6 @@ pub struct KafkaSink {
     refusing: AtomicBool,
     /// A delivery failed on the producer's idempotence state; the producer must be replaced.
     fenced: AtomicBool,
-    /// For the topics of bots added at runtime.
-    config: KafkaSinkConfig,
 }
 
 /// How a broker error bears on a message.
@@ -59,33 +58,20 @@ enum ErrorClass {
 }
 
 impl KafkaSink {
-    /// Creates the producer and checks (or creates) every topic the routes can reach,
-    /// so a wrong setup fails before the first poll.
-    pub async fn connect(
-        config: &KafkaSinkConfig,
-        mode: EnvelopeMode,
-        routes: &[topics::BotRoutes],
-    ) -> Result<KafkaSink, KafkaSinkError> {
-        let client_config = config.client_config();
-        let producer: FutureProducer = client_config.create().map_err(KafkaSinkError::Producer)?;
-        topics::ensure(config, routes).await?;
-        let reachable = Arc::new(AtomicBool::new(true));
-        tokio::spawn(topics::probe(
-            client_config.clone(),
-            Arc::downgrade(&reachable),
-        ));
-        Ok(KafkaSink {
-            producer: RwLock::new(producer),
-            client_config,
+    /// The sink on a connected broker whose update topics are provisioned.
+    pub fn new(broker: &KafkaBroker, mode: EnvelopeMode) -> KafkaSink {
+        let config = broker.config();
+        KafkaSink {
+            producer: RwLock::new(broker.producer().clone()),
+            client_config: broker.producer_config(),
             topic: RouteTemplate::parse(&config.topic).expect("validated template"),
             dead_letter_topic: RouteTemplate::parse(&config.dead_letter_topic)
                 .expect("validated template"),
             mode,
-            reachable,
+            reachable: broker.reachability(),
             refusing: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
-            config: config.clone(),
-        })
+        }
     }
 
     fn producer(&self) -> FutureProducer {
@@ -302,15 +288,6 @@ impl Sink for KafkaSink {
 
     fn is_ready(&self) -> bool {
         self.reachable.load(Ordering::Relaxed) && !self.refusing.load(Ordering::Relaxed)
-    }
-
-    fn prepare<'a>(&'a self, routes: &'a [topics::BotRoutes]) -> BoxFuture<'a, Result<(), String>> {
-        async move {
-            topics::ensure(&self.config, routes)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .boxed()
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

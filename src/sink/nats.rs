@@ -24,7 +24,7 @@ use crate::cloudevent::{self, Attr, Attributes, EnvelopeMode};
 use crate::envelope::{DeadLetter, Envelope};
 use crate::route::RouteTemplate;
 
-use crate::broker::nats::{client, ensure_stream};
+use crate::broker::nats::NatsBroker;
 pub use crate::broker::nats::{NatsSinkConfig, NatsSinkError};
 
 pub struct NatsSink {
@@ -36,31 +36,17 @@ pub struct NatsSink {
 }
 
 impl NatsSink {
-    /// Connects, and checks (or creates) the stream, so a wrong setup fails at start.
-    pub async fn connect(
-        config: &NatsSinkConfig,
-        mode: EnvelopeMode,
-    ) -> Result<NatsSink, NatsSinkError> {
-        let client = client(config).await?;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(config.publish_timeout)
-            .max_ack_inflight(config.max_in_flight)
-            .build(client.clone());
-        ensure_stream(&js, config).await?;
-        Ok(NatsSink {
-            client,
-            js,
+    /// The sink on a connected broker whose updates' stream is provisioned.
+    pub fn new(broker: &NatsBroker, mode: EnvelopeMode) -> NatsSink {
+        let config = broker.config();
+        NatsSink {
+            client: broker.client().clone(),
+            js: broker.jetstream().clone(),
             subject: RouteTemplate::parse(&config.subject).expect("validated template"),
             dead_letter_subject: RouteTemplate::parse(&config.dead_letter_subject)
                 .expect("validated template"),
             mode,
-        })
-    }
-
-    /// The JetStream context of the sink's connection, for whatever else the relay
-    /// keeps in the same server (the cluster's key-value buckets).
-    pub fn jetstream(&self) -> jetstream::Context {
-        self.js.clone()
+        }
     }
 
     /// Publishes one message and awaits its PubAck.

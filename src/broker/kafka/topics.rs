@@ -12,15 +12,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use super::{KafkaSinkConfig, KafkaSinkError};
+use crate::broker::BotRoutes;
 use crate::route::RouteTemplate;
-
-/// What one bot can publish: its name, id and the kinds it asks Telegram for.
-#[derive(Debug, Clone)]
-pub struct BotRoutes {
-    pub name: String,
-    pub id: u64,
-    pub kinds: Vec<String>,
-}
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_EVERY: Duration = Duration::from_secs(10);
@@ -161,5 +154,27 @@ pub async fn probe(config: ClientConfig, reachable: Weak<AtomicBool>) {
                 tracing::warn!("Kafka brokers do not answer");
             }
         }
+    }
+}
+
+/// Creates a one-partition topic (a log every replica reads whole, in order) unless
+/// it exists, keeping records `retention_ms` (`-1`: for good).
+pub async fn ensure_log(
+    client: &ClientConfig,
+    topic: &str,
+    retention_ms: &str,
+) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client.create().map_err(|e| e.to_string())?;
+    let new =
+        NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("retention.ms", retention_ms);
+    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    match results.into_iter().next() {
+        Some(Ok(_)) | None => Ok(()),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
+        Some(Err((_, code))) => Err(code.to_string()),
     }
 }
