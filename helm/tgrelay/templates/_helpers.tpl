@@ -161,6 +161,22 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- $total -}}
 {{- end -}}
 
+{{/* The longest the relay's final flush of the sink may take after the drain, in seconds
+(CLOSE_TIMEOUT in the relay's src/app.rs). */}}
+{{- define "tgrelay.flushSeconds" -}}
+6
+{{- end -}}
+
+{{/* Seconds the pod keeps serving webhooks before it gets SIGTERM (its preStop pause); 0
+without a webhook listener. */}}
+{{- define "tgrelay.preStopSeconds" -}}
+{{- if .Values.webhook.enabled -}}
+{{- int .Values.webhook.preStopSleepSeconds -}}
+{{- else -}}
+0
+{{- end -}}
+{{- end -}}
+
 {{/* A TOML basic string (JSON's string syntax, without HTML escaping). */}}
 {{- define "tgrelay.toml" -}}
 {{- toRawJson . -}}
@@ -194,9 +210,14 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- end -}}
 {{- end -}}
 {{- $drain := include "tgrelay.seconds" .Values.drainTimeout | float64 -}}
-{{- $grace := .Values.terminationGracePeriodSeconds | float64 -}}
-{{- if le $grace $drain -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be above drainTimeout (%s = %v s): the relay needs the whole drain before the kubelet kills it" .Values.terminationGracePeriodSeconds .Values.drainTimeout $drain) -}}
+{{- $pause := include "tgrelay.preStopSeconds" . | float64 -}}
+{{- $needed := addf $pause $drain (include "tgrelay.flushSeconds" . | float64) -}}
+{{- if lt (.Values.terminationGracePeriodSeconds | float64) $needed -}}
+{{- $preStop := "" -}}
+{{- if gt $pause 0.0 -}}
+{{- $preStop = printf " + the preStop pause (webhook.preStopSleepSeconds, %vs)" $pause -}}
+{{- end -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must cover drainTimeout (%s) + the final flush (%ss)%s = %vs: the kubelet kills the relay when the grace period is over, mid-drain or mid-flush" .Values.terminationGracePeriodSeconds .Values.drainTimeout (include "tgrelay.flushSeconds" .) $preStop $needed) -}}
 {{- end -}}
 {{- $shared := include "tgrelay.shared" . -}}
 {{- if and $shared (eq .Values.sink.kind "file") -}}
