@@ -271,9 +271,8 @@ without a webhook listener. */}}
 {{- if and .Values.podDisruptionBudget.enabled $single -}}
 {{- fail (printf "podDisruptionBudget.enabled: %s, so the relay runs exactly one replica and a budget would block every node drain; enable it with a broker sink and either cluster.mode=shared or every bot in webhook mode" $single) -}}
 {{- end -}}
-{{- $pdb := .Values.podDisruptionBudget -}}
-{{- if and $pdb.enabled (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
-{{- fail (printf "podDisruptionBudget.minAvailable (%v) must be below replicaCount (%v), or no node could ever be drained" $pdb.minAvailable .Values.replicaCount) -}}
+{{- if include "tgrelay.pdb" . -}}
+{{- include "tgrelay.validatePdb" . -}}
 {{- end -}}
 {{- $nats := .Values.sink.nats -}}
 {{- if and (eq .Values.sink.kind "nats") $nats.passwordSecretKey (not (or $nats.user $nats.userSecretKey)) -}}
@@ -284,6 +283,47 @@ without a webhook listener. */}}
 {{- end -}}
 {{- if not (or .Values.telegram.builtinRoots .Values.telegram.caConfigMap) -}}
 {{- fail "telegram.builtinRoots=false needs telegram.caConfigMap: the relay would trust no CA" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a PodDisruptionBudget is rendered: podDisruptionBudget.enabled, or unset
+in cluster.mode=shared; empty otherwise. */}}
+{{- define "tgrelay.pdb" -}}
+{{- $enabled := .Values.podDisruptionBudget.enabled -}}
+{{- if kindIs "invalid" $enabled -}}
+{{- include "tgrelay.shared" . -}}
+{{- else if $enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* A budget's count of pods, a number or a percentage of the replicas rounded up (as
+Kubernetes rounds both minAvailable and maxUnavailable): (dict "value" "replicas"). */}}
+{{- define "tgrelay.podCount" -}}
+{{- if kindIs "string" .value -}}
+{{- ceil (divf (mulf .replicas (trimSuffix "%" .value | float64)) 100) | int -}}
+{{- else -}}
+{{- int .value -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The budget must let a drain evict a pod, percentages included. */}}
+{{- define "tgrelay.validatePdb" -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- $replicas := int .Values.replicaCount -}}
+{{- $rounded := "" -}}
+{{- if not (kindIs "invalid" $pdb.minAvailable) -}}
+{{- $least := include "tgrelay.podCount" (dict "value" $pdb.minAvailable "replicas" $replicas) | int -}}
+{{- if kindIs "string" $pdb.minAvailable -}}
+{{- $rounded = " (a percentage of replicaCount, rounded up)" -}}
+{{- end -}}
+{{- if ge $least $replicas -}}
+{{- fail (printf "podDisruptionBudget.minAvailable (%v): %d of %d pods must stay up%s, yet it must be below replicaCount (%d), or no node could ever be drained" $pdb.minAvailable $least $replicas $rounded $replicas) -}}
+{{- end -}}
+{{- else if kindIs "invalid" $pdb.maxUnavailable -}}
+{{- fail "podDisruptionBudget: set maxUnavailable (or minAvailable)" -}}
+{{- else if lt (include "tgrelay.podCount" (dict "value" $pdb.maxUnavailable "replicas" $replicas) | int) 1 -}}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%v) lets no pod go, so no node could ever be drained: set 1 or more, or a percentage above 0%%" $pdb.maxUnavailable) -}}
 {{- end -}}
 {{- end -}}
 
