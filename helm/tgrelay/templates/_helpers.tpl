@@ -226,6 +226,9 @@ without a webhook listener. */}}
 {{- if and (eq .Values.sink.kind "file") (not (include "tgrelay.dataClaim" .)) -}}
 {{- fail "sink: sink.kind=file (the default) without a PersistentVolumeClaim would keep the file on the pod's own disk, and every update in it, already confirmed to Telegram, would go with the pod. Name a broker (sink.kind=nats with sink.nats.url, or sink.kind=kafka with sink.kafka.brokers), or keep the file on a claim: sink.file.persistence.enabled=true (the chart creates it) or sink.file.persistence.existingClaim=<claim>" -}}
 {{- end -}}
+{{- if eq .Values.sink.kind "file" -}}
+{{- include "tgrelay.validateFilePath" . -}}
+{{- end -}}
 {{- $single := include "tgrelay.singleReason" . -}}
 {{- $polling := eq (include "tgrelay.polling" .) "true" -}}
 {{- $webhookBots := include "tgrelay.webhookBots" . | fromJsonArray -}}
@@ -283,6 +286,25 @@ without a webhook listener. */}}
 {{- end -}}
 {{- if not (or .Values.telegram.builtinRoots .Values.telegram.caConfigMap) -}}
 {{- fail "telegram.builtinRoots=false needs telegram.caConfigMap: the relay would trust no CA" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The file sink's file must lie on its claim, mounted at /var/lib/tgrelay: anywhere else
+it is on the pod's own disk and goes with the pod. */}}
+{{- define "tgrelay.validateFilePath" -}}
+{{- $path := .Values.sink.file.path -}}
+{{- $claim := include "tgrelay.dataClaim" . -}}
+{{- if not (isAbs $path) -}}
+{{- fail (printf "sink.file.path (%s): an absolute path under /var/lib/tgrelay/, where the PersistentVolumeClaim %s is mounted (a relative one depends on the image's working directory), e.g. /var/lib/tgrelay/%s" $path $claim (base $path)) -}}
+{{- end -}}
+{{- if not (hasPrefix "/var/lib/tgrelay/" (clean $path)) -}}
+{{- fail (printf "sink.file.path (%s) lies outside the file sink's volume: the PersistentVolumeClaim %s is mounted at /var/lib/tgrelay, and a file elsewhere is on the pod's own disk (/tmp is a 16 Mi in-memory emptyDir), gone with the pod along with every update in it, already confirmed to Telegram. Put it under /var/lib/tgrelay/, e.g. /var/lib/tgrelay/%s" $path $claim (base $path)) -}}
+{{- end -}}
+{{- range .Values.extraVolumeMounts -}}
+{{- $inside := hasPrefix "/var/lib/tgrelay/" (clean .mountPath) -}}
+{{- if and $inside (hasPrefix (printf "%s/" (clean .mountPath)) (clean $path)) -}}
+{{- fail (printf "sink.file.path (%s): extraVolumeMounts mounts %s at %s, so the file would be on that volume, not on the PersistentVolumeClaim %s at /var/lib/tgrelay" $path .name .mountPath $claim) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
