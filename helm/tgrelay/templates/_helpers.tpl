@@ -247,6 +247,11 @@ without a webhook listener. */}}
 {{- fail "webhook.publicUrl: required when webhook.enabled (the https:// base URL Telegram is given)" -}}
 {{- end -}}
 {{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if has (upper .name) (list "TGRELAY_CLUSTER__MODE" "TGRELAY_SINK__KIND") -}}
+{{- fail (printf "extraEnv: %s would run the relay in another mode or sink than the Deployment is rendered for (its replicas, strategy and volumes); set %s instead" (upper .name) (ternary "cluster.mode" "sink.kind" (eq (upper .name) "TGRELAY_CLUSTER__MODE"))) -}}
+{{- end -}}
+{{- end -}}
 {{- if $shared -}}
 {{- $lease := include "tgrelay.seconds" .Values.cluster.leaseTtl | float64 -}}
 {{- if or (lt $lease 3.0) (gt $lease 300.0) -}}
