@@ -29,14 +29,34 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
-{{/* The image reference: by digest when one is given (a tag can be moved, a digest
-cannot), else by tag. */}}
+{{/* The image reference: global.imageRegistry (a parent chart's, for every image), else
+image.registry, before the repository; by digest when one is given (a tag can be moved, a
+digest cannot), else by tag. */}}
 {{- define "tgrelay.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
-{{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $global := .Values.global | default dict -}}
+{{- $registry := $global.imageRegistry | default .Values.image.registry | default "" -}}
+{{- $repository := .Values.image.repository -}}
+{{- if $registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository -}}
 {{- end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pods' pull secrets, as a JSON list: global.imagePullSecrets, then
+imagePullSecrets, each once. */}}
+{{- define "tgrelay.imagePullSecrets" -}}
+{{- $global := .Values.global | default dict -}}
+{{- $secrets := list -}}
+{{- range concat ($global.imagePullSecrets | default list) (.Values.imagePullSecrets | default list) -}}
+{{- if not (has . $secrets) -}}
+{{- $secrets = append $secrets . -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $secrets -}}
 {{- end -}}
 
 {{- define "tgrelay.serviceAccountName" -}}
