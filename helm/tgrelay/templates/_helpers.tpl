@@ -29,14 +29,34 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
-{{/* The image reference: by digest when one is given (a tag can be moved, a digest
-cannot), else by tag. */}}
+{{/* The image reference: global.imageRegistry (a parent chart's, for every image), else
+image.registry, before the repository; by digest when one is given (a tag can be moved, a
+digest cannot), else by tag. */}}
 {{- define "tgrelay.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
-{{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $global := .Values.global | default dict -}}
+{{- $registry := $global.imageRegistry | default .Values.image.registry | default "" -}}
+{{- $repository := .Values.image.repository -}}
+{{- if $registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository -}}
 {{- end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pods' pull secrets, as a JSON list: global.imagePullSecrets, then
+imagePullSecrets, each once. */}}
+{{- define "tgrelay.imagePullSecrets" -}}
+{{- $global := .Values.global | default dict -}}
+{{- $secrets := list -}}
+{{- range concat ($global.imagePullSecrets | default list) (.Values.imagePullSecrets | default list) -}}
+{{- if not (has . $secrets) -}}
+{{- $secrets = append $secrets . -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $secrets -}}
 {{- end -}}
 
 {{- define "tgrelay.serviceAccountName" -}}
@@ -161,6 +181,22 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- $total -}}
 {{- end -}}
 
+{{/* The longest the relay's final flush of the sink may take after the drain, in seconds
+(CLOSE_TIMEOUT in the relay's src/app.rs). */}}
+{{- define "tgrelay.flushSeconds" -}}
+6
+{{- end -}}
+
+{{/* Seconds the pod keeps serving webhooks before it gets SIGTERM (its preStop pause); 0
+without a webhook listener. */}}
+{{- define "tgrelay.preStopSeconds" -}}
+{{- if .Values.webhook.enabled -}}
+{{- int .Values.webhook.preStopSleepSeconds -}}
+{{- else -}}
+0
+{{- end -}}
+{{- end -}}
+
 {{/* A TOML basic string (JSON's string syntax, without HTML escaping). */}}
 {{- define "tgrelay.toml" -}}
 {{- toRawJson . -}}
@@ -194,9 +230,14 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- end -}}
 {{- end -}}
 {{- $drain := include "tgrelay.seconds" .Values.drainTimeout | float64 -}}
-{{- $grace := .Values.terminationGracePeriodSeconds | float64 -}}
-{{- if le $grace $drain -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be above drainTimeout (%s = %v s): the relay needs the whole drain before the kubelet kills it" .Values.terminationGracePeriodSeconds .Values.drainTimeout $drain) -}}
+{{- $pause := include "tgrelay.preStopSeconds" . | float64 -}}
+{{- $needed := addf $pause $drain (include "tgrelay.flushSeconds" . | float64) -}}
+{{- if lt (.Values.terminationGracePeriodSeconds | float64) $needed -}}
+{{- $preStop := "" -}}
+{{- if gt $pause 0.0 -}}
+{{- $preStop = printf " + the preStop pause (webhook.preStopSleepSeconds, %vs)" $pause -}}
+{{- end -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must cover drainTimeout (%s) + the final flush (%ss)%s = %vs: the kubelet kills the relay when the grace period is over, mid-drain or mid-flush" .Values.terminationGracePeriodSeconds .Values.drainTimeout (include "tgrelay.flushSeconds" .) $preStop $needed) -}}
 {{- end -}}
 {{- $shared := include "tgrelay.shared" . -}}
 {{- if and $shared (eq .Values.sink.kind "file") -}}
@@ -204,6 +245,9 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- end -}}
 {{- if and (eq .Values.sink.kind "file") (not (include "tgrelay.dataClaim" .)) -}}
 {{- fail "sink: sink.kind=file (the default) without a PersistentVolumeClaim would keep the file on the pod's own disk, and every update in it, already confirmed to Telegram, would go with the pod. Name a broker (sink.kind=nats with sink.nats.url, or sink.kind=kafka with sink.kafka.brokers), or keep the file on a claim: sink.file.persistence.enabled=true (the chart creates it) or sink.file.persistence.existingClaim=<claim>" -}}
+{{- end -}}
+{{- if eq .Values.sink.kind "file" -}}
+{{- include "tgrelay.validateFilePath" . -}}
 {{- end -}}
 {{- $single := include "tgrelay.singleReason" . -}}
 {{- $polling := eq (include "tgrelay.polling" .) "true" -}}
@@ -221,6 +265,11 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- end -}}
 {{- if not .Values.webhook.publicUrl -}}
 {{- fail "webhook.publicUrl: required when webhook.enabled (the https:// base URL Telegram is given)" -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if has (upper .name) (list "TGRELAY_CLUSTER__MODE" "TGRELAY_SINK__KIND") -}}
+{{- fail (printf "extraEnv: %s would run the relay in another mode or sink than the Deployment is rendered for (its replicas, strategy and volumes); set %s instead" (upper .name) (ternary "cluster.mode" "sink.kind" (eq (upper .name) "TGRELAY_CLUSTER__MODE"))) -}}
 {{- end -}}
 {{- end -}}
 {{- if $shared -}}
@@ -250,9 +299,8 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- if and .Values.podDisruptionBudget.enabled $single -}}
 {{- fail (printf "podDisruptionBudget.enabled: %s, so the relay runs exactly one replica and a budget would block every node drain; enable it with a broker sink and either cluster.mode=shared or every bot in webhook mode" $single) -}}
 {{- end -}}
-{{- $pdb := .Values.podDisruptionBudget -}}
-{{- if and $pdb.enabled (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
-{{- fail (printf "podDisruptionBudget.minAvailable (%v) must be below replicaCount (%v), or no node could ever be drained" $pdb.minAvailable .Values.replicaCount) -}}
+{{- if include "tgrelay.pdb" . -}}
+{{- include "tgrelay.validatePdb" . -}}
 {{- end -}}
 {{- $nats := .Values.sink.nats -}}
 {{- if and (eq .Values.sink.kind "nats") $nats.passwordSecretKey (not (or $nats.user $nats.userSecretKey)) -}}
@@ -263,6 +311,66 @@ botDefaults'; empty for none: (dict "bot" "defaults"). */}}
 {{- end -}}
 {{- if not (or .Values.telegram.builtinRoots .Values.telegram.caConfigMap) -}}
 {{- fail "telegram.builtinRoots=false needs telegram.caConfigMap: the relay would trust no CA" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The file sink's file must lie on its claim, mounted at /var/lib/tgrelay: anywhere else
+it is on the pod's own disk and goes with the pod. */}}
+{{- define "tgrelay.validateFilePath" -}}
+{{- $path := .Values.sink.file.path -}}
+{{- $claim := include "tgrelay.dataClaim" . -}}
+{{- if not (isAbs $path) -}}
+{{- fail (printf "sink.file.path (%s): an absolute path under /var/lib/tgrelay/, where the PersistentVolumeClaim %s is mounted (a relative one depends on the image's working directory), e.g. /var/lib/tgrelay/%s" $path $claim (base $path)) -}}
+{{- end -}}
+{{- if not (hasPrefix "/var/lib/tgrelay/" (clean $path)) -}}
+{{- fail (printf "sink.file.path (%s) lies outside the file sink's volume: the PersistentVolumeClaim %s is mounted at /var/lib/tgrelay, and a file elsewhere is on the pod's own disk (/tmp is a 16 Mi in-memory emptyDir), gone with the pod along with every update in it, already confirmed to Telegram. Put it under /var/lib/tgrelay/, e.g. /var/lib/tgrelay/%s" $path $claim (base $path)) -}}
+{{- end -}}
+{{- range .Values.extraVolumeMounts -}}
+{{- $inside := hasPrefix "/var/lib/tgrelay/" (clean .mountPath) -}}
+{{- if and $inside (hasPrefix (printf "%s/" (clean .mountPath)) (clean $path)) -}}
+{{- fail (printf "sink.file.path (%s): extraVolumeMounts mounts %s at %s, so the file would be on that volume, not on the PersistentVolumeClaim %s at /var/lib/tgrelay" $path .name .mountPath $claim) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a PodDisruptionBudget is rendered: podDisruptionBudget.enabled, or unset
+in cluster.mode=shared; empty otherwise. */}}
+{{- define "tgrelay.pdb" -}}
+{{- $enabled := .Values.podDisruptionBudget.enabled -}}
+{{- if kindIs "invalid" $enabled -}}
+{{- include "tgrelay.shared" . -}}
+{{- else if $enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* A budget's count of pods, a number or a percentage of the replicas rounded up (as
+Kubernetes rounds both minAvailable and maxUnavailable): (dict "value" "replicas"). */}}
+{{- define "tgrelay.podCount" -}}
+{{- if kindIs "string" .value -}}
+{{- ceil (divf (mulf .replicas (trimSuffix "%" .value | float64)) 100) | int -}}
+{{- else -}}
+{{- int .value -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The budget must let a drain evict a pod, percentages included. */}}
+{{- define "tgrelay.validatePdb" -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- $replicas := int .Values.replicaCount -}}
+{{- $rounded := "" -}}
+{{- if not (kindIs "invalid" $pdb.minAvailable) -}}
+{{- $least := include "tgrelay.podCount" (dict "value" $pdb.minAvailable "replicas" $replicas) | int -}}
+{{- if kindIs "string" $pdb.minAvailable -}}
+{{- $rounded = " (a percentage of replicaCount, rounded up)" -}}
+{{- end -}}
+{{- if ge $least $replicas -}}
+{{- fail (printf "podDisruptionBudget.minAvailable (%v): %d of %d pods must stay up%s, yet it must be below replicaCount (%d), or no node could ever be drained" $pdb.minAvailable $least $replicas $rounded $replicas) -}}
+{{- end -}}
+{{- else if kindIs "invalid" $pdb.maxUnavailable -}}
+{{- fail "podDisruptionBudget: set maxUnavailable (or minAvailable)" -}}
+{{- else if lt (include "tgrelay.podCount" (dict "value" $pdb.maxUnavailable "replicas" $replicas) | int) 1 -}}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%v) lets no pod go, so no node could ever be drained: set 1 or more, or a percentage above 0%%" $pdb.maxUnavailable) -}}
 {{- end -}}
 {{- end -}}
 
