@@ -31,6 +31,8 @@ pub struct NatsBroker {
     /// Publishes wait `publish_timeout` for their PubAck, at most `max_in_flight` at once.
     js: jetstream::Context,
     config: Arc<NatsSinkConfig>,
+    /// Replicas of what the relay creates (see [`replicas`]).
+    replicas: usize,
 }
 
 impl NatsBroker {
@@ -41,10 +43,13 @@ impl NatsBroker {
             .timeout(config.publish_timeout)
             .max_ack_inflight(config.max_in_flight)
             .build(client.clone());
+        let replicas = replicas(config.replicas, &client.server_info());
+        tracing::debug!(replicas, "JetStream replicas of what the relay creates");
         Ok(NatsBroker {
             client,
             js,
             config: Arc::new(config.clone()),
+            replicas,
         })
     }
 
@@ -64,5 +69,39 @@ impl NatsBroker {
     /// Whether the connection is up now (readiness).
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+/// The replicas asked for, or with 0 (automatic) 3 on a cluster of three or more
+/// servers and as many as there are on a smaller one: what survives the loss of one
+/// node where the cluster can, and a single server's only choice. A server lists
+/// every client URL of its cluster, its own included.
+fn replicas(configured: usize, server: &async_nats::ServerInfo) -> usize {
+    match (configured, &server.cluster) {
+        (0, None) => 1,
+        (0, Some(_)) => server.connect_urls.len().clamp(1, 3),
+        (n, _) => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replicas;
+
+    #[test]
+    fn automatic_replicas_follow_the_cluster_up_to_three() {
+        let server = |cluster: Option<&str>, urls: usize| async_nats::ServerInfo {
+            cluster: cluster.map(str::to_owned),
+            connect_urls: (0..urls)
+                .map(|i| format!("127.0.0.1:{}", 4222 + i))
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(replicas(0, &server(None, 0)), 1, "a single server");
+        assert_eq!(replicas(0, &server(Some("c"), 2)), 2);
+        assert_eq!(replicas(0, &server(Some("c"), 3)), 3);
+        assert_eq!(replicas(0, &server(Some("c"), 5)), 3);
+        assert_eq!(replicas(5, &server(Some("c"), 5)), 5, "as configured");
+        assert_eq!(replicas(1, &server(Some("c"), 3)), 1, "as configured");
     }
 }

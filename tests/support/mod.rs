@@ -10,6 +10,7 @@ pub mod fake_bot_api;
 pub mod gateway;
 pub mod kafka;
 pub mod nats;
+pub mod nats_cluster;
 pub mod private_broker;
 pub mod process;
 pub mod proxy;

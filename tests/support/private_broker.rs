@@ -178,7 +178,7 @@ impl Drop for PrivateBroker {
 
 /// `TEST_TGRELAY_NATS_SERVER` (the current server, set by scripts/test and
 /// scripts/chaos), else nats-server from PATH.
-fn nats_server() -> PathBuf {
+pub fn nats_server() -> PathBuf {
     std::env::var_os("TEST_TGRELAY_NATS_SERVER")
         .map_or_else(|| PathBuf::from("nats-server"), PathBuf::from)
 }

@@ -26,6 +26,11 @@ pub struct NatsSinkConfig {
     pub stream_subjects: Vec<String>,
     /// Create the stream at start when it is missing (file storage).
     pub create_stream: bool,
+    /// Replicas of every stream and key-value bucket the relay creates (the updates'
+    /// stream, the cluster's buckets, the gateway's streams). 0 (the default): 3 on a
+    /// JetStream cluster of three or more servers, else as many as it has (1 on a
+    /// single server). A stream it finds with fewer replicas is raised to this.
+    pub replicas: usize,
     /// Duplicate window of a stream the relay creates: a re-published update inside it
     /// is dropped by the server (`Nats-Msg-Id`).
     #[serde(with = "humantime_serde")]
@@ -70,6 +75,7 @@ impl Default for NatsSinkConfig {
             stream: "TELEGRAM".into(),
             stream_subjects: vec!["telegram.>".into()],
             create_stream: true,
+            replicas: 0,
             duplicate_window: Duration::from_secs(120),
             publish_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
@@ -126,6 +132,15 @@ impl NatsSinkConfig {
         }
         if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
             errors.push("sink.nats.stream: a stream name without . * > or spaces".into());
+        }
+        if let Err(e) = super::connection::servers(&self.url) {
+            errors.push(format!("sink.nats.url (TGRELAY_SINK__NATS__URL): {e}"));
+        }
+        if self.replicas > 5 {
+            errors.push(
+                "sink.nats.replicas (TGRELAY_SINK__NATS__REPLICAS): JetStream allows at most 5"
+                    .into(),
+            );
         }
         if self.max_in_flight == 0 {
             errors.push("sink.nats.max_in_flight: must be at least 1".into());

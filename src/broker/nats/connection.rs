@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::ConnectOptions;
+use async_nats::{ConnectOptions, ServerAddr};
 
 use super::{NatsSinkConfig, NatsSinkError};
 
@@ -17,7 +17,12 @@ pub(super) async fn client(config: &NatsSinkConfig) -> Result<async_nats::Client
         .event_callback(|event| async move {
             tracing::info!(%event, "NATS connection event");
         })
-        .connect(config.url.as_str())
+        .connect(
+            servers(&config.url).map_err(|message| NatsSinkError::Connect {
+                url: config.url.clone(),
+                message,
+            })?,
+        )
         .await
         .map_err(|e| NatsSinkError::Connect {
             url: config.url.clone(),
@@ -78,4 +83,36 @@ fn tls_hint(config: &NatsSinkConfig, error: &async_nats::ConnectError) -> &'stat
         }
     }
     ""
+}
+
+/// The servers of a comma-separated list (`nats://a:4222,nats://b:4222`): the client
+/// tries them in turn at start and fails over between them.
+pub(super) fn servers(urls: &str) -> Result<Vec<ServerAddr>, String> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<ServerAddr>()
+                .map_err(|e| format!("{url:?} is not a server address: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("no server named".into());
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::servers;
+
+    #[test]
+    fn a_comma_separated_list_names_every_server() {
+        let list = servers("nats://a:4222, nats://b:4223,tls://c:4224").unwrap();
+        let hosts: Vec<(&str, u16)> = list.iter().map(|s| (s.host(), s.port())).collect();
+        assert_eq!(hosts, [("a", 4222), ("b", 4223), ("c", 4224)]);
+        assert!(servers("nats://a:4222,nats://b:port").is_err());
+        assert!(servers(" , ").is_err());
+    }
 }

@@ -36,7 +36,7 @@ impl NatsBroker {
     /// exist (`hint` says how to fix it when it does not).
     pub async fn stream(
         &self,
-        spec: stream::Config,
+        mut spec: stream::Config,
         create: bool,
         hint: &str,
     ) -> Result<stream::Stream, NatsSinkError> {
@@ -46,10 +46,17 @@ impl NatsBroker {
             message,
         };
         if create {
-            self.js
+            spec.num_replicas = self.replicas;
+            let mut stream = self
+                .js
                 .get_or_create_stream(spec)
                 .await
-                .map_err(|e| error(e.to_string()))
+                .map_err(|e| error(e.to_string()))?;
+            let found = stream.info().await.map_err(|e| error(e.to_string()))?;
+            self.raise_replicas(found.config.clone())
+                .await
+                .map_err(error)?;
+            Ok(stream)
         } else {
             self.js
                 .get_stream(&name)
@@ -59,11 +66,25 @@ impl NatsBroker {
     }
 
     /// Key-value bucket `spec.bucket`, created from `spec` when missing.
-    pub async fn key_value(&self, spec: kv::Config) -> Result<kv::Store, NatsSinkError> {
+    pub async fn key_value(&self, mut spec: kv::Config) -> Result<kv::Store, NatsSinkError> {
         let name = spec.bucket.clone();
         if let Ok(store) = self.js.get_key_value(&name).await {
-            return Ok(store);
+            let stream = format!("KV_{name}");
+            let raised = match self.js.get_stream(&stream).await {
+                Ok(mut s) => match s.info().await {
+                    Ok(info) => self.raise_replicas(info.config.clone()).await,
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            return raised
+                .map(|()| store)
+                .map_err(|message| NatsSinkError::Bucket {
+                    bucket: name,
+                    message,
+                });
         }
+        spec.num_replicas = self.replicas;
         match self.js.create_key_value(spec).await {
             Ok(store) => Ok(store),
             // Another replica created it meanwhile.
@@ -79,6 +100,23 @@ impl NatsBroker {
                     ),
                 }),
         }
+    }
+
+    /// A stream of the relay's own found with fewer replicas than it creates (made by
+    /// an older version, or on a smaller cluster) is raised, so that losing one node
+    /// stops nothing; JetStream moves the data over while the stream keeps serving.
+    async fn raise_replicas(&self, mut found: stream::Config) -> Result<(), String> {
+        if found.num_replicas.max(1) >= self.replicas {
+            return Ok(());
+        }
+        let (from, to) = (found.num_replicas.max(1), self.replicas);
+        found.num_replicas = to;
+        self.js
+            .update_stream(&found)
+            .await
+            .map_err(|e| format!("raising its replicas from {from} to {to}: {e}"))?;
+        tracing::info!(stream = %found.name, from, to, "raised the replicas of a stream");
+        Ok(())
     }
 
     /// Whether the updates' stream is there; asking only (`check-config --connect`).
