@@ -2,8 +2,9 @@
 //! `promtool check metrics` accepts the exposition after real traffic and faults; a
 //! real Prometheus server (Debian's `prometheus`, installed by scripts/test) scrapes
 //! the relay and its HTTP API shows the counters moving; `/healthz` answers while the
-//! process serves and `/readyz` follows the sink and every bot's source, going
-//! unavailable during a broker outage and coming back by itself.
+//! process serves and `/readyz` follows the pod (the sink), going unavailable during a
+//! broker outage and coming back by itself, while a bot that cannot run shows in its
+//! verbose view and its own metrics only.
 
 mod support;
 
@@ -29,10 +30,21 @@ const WAIT: Duration = Duration::from_secs(30);
 /// What `support::relay::config` builds, but with the admin server on
 /// `127.0.0.1:<admin>`: that helper turns it off, and TOML cannot repeat `[admin]`.
 fn config_with_admin(api: &FakeBotApi, bots: &[(&str, &str)], admin: u16, extra: &str) -> Config {
+    config_polling_for(api, bots, "1s", admin, extra)
+}
+
+/// `config_with_admin` with long polls of `poll_timeout`.
+fn config_polling_for(
+    api: &FakeBotApi,
+    bots: &[(&str, &str)],
+    poll_timeout: &str,
+    admin: u16,
+    extra: &str,
+) -> Config {
     let mut toml = format!("drain_timeout = \"10s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
     for (name, token) in bots {
         toml.push_str(&format!(
-            "[bots.{name}]\ntoken = \"{token}\"\napi_url = \"{}\"\npoll_timeout = \"1s\"\n",
+            "[bots.{name}]\ntoken = \"{token}\"\napi_url = \"{}\"\npoll_timeout = \"{poll_timeout}\"\n",
             api.base_url()
         ));
     }
@@ -307,7 +319,7 @@ async fn readyz_goes_unavailable_during_a_broker_outage_and_comes_back_by_itself
     let corpus = Corpus::load();
     api.push_updates(&token, corpus.mixed(1, 5, 14));
     assert!(api.wait_for_confirmed(&token, 5, WAIT).await);
-    let readyz = format!("{base}/readyz");
+    let readyz = format!("{base}/readyz?verbose");
     wait_for(&readyz, 200, &["sink memory: ready", "bot main: ready"]).await;
 
     // The broker goes down before more updates come: none of them can be confirmed.
@@ -340,7 +352,7 @@ async fn readyz_goes_unavailable_during_a_broker_outage_and_comes_back_by_itself
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bot_whose_token_is_refused_keeps_readyz_unavailable() {
+async fn a_refused_token_leaves_the_pod_ready_and_shows_in_the_verbose_view() {
     let api = FakeBotApi::start().await;
     let good = token(646464);
     api.add_bot(&good);
@@ -360,21 +372,59 @@ async fn a_bot_whose_token_is_refused_keeps_readyz_unavailable() {
         eventually(30, || api.calls(&revoked).iter().any(|c| c.status == 401)).await,
         "the revoked token was tried"
     );
-    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    let base = format!("http://127.0.0.1:{admin}");
+    let verbose = format!("{base}/readyz?verbose");
     let expected = [
-        "bot main: ready",
-        "bot revoked: not ready",
         "sink memory: ready",
+        "bot main: ready",
+        "bot revoked: failed",
     ];
-    wait_for(&readyz, 503, &expected).await;
-    // The refused bot stopped for good, so it stays so while the other bot keeps relaying.
+    wait_for(&verbose, 200, &expected).await;
+    // The pod serves the good bot: it stays ready while that bot keeps relaying.
     api.push_updates(&good, Corpus::load().mixed(6, 5, 17));
     assert!(api.wait_for_confirmed(&good, 10, WAIT).await);
-    let (status, _, body) = get(&readyz).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("bot revoked: not ready"), "{body}");
+    let (status, _, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("bots: 1 ready, 0 not ready, 1 failed"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("bot main"),
+        "bots are listed only verbose: {body}"
+    );
+    // The bad bot is reported by its own series, for its own alert.
     assert_eq!(relay.metric("tgrelay_source_up{bot=\"revoked\"}"), 0.0);
     assert_eq!(relay.metric("tgrelay_source_up{bot=\"main\"}"), 1.0);
+    let refused = "tgrelay_telegram_errors_total{bot=\"revoked\",code=\"401\",method=\"getMe\"}";
+    assert_eq!(
+        relay.metric(refused),
+        1.0,
+        "tried once, not again and again"
+    );
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_polling_bot_is_ready_before_its_first_long_poll_returns() {
+    let api = FakeBotApi::start().await;
+    let token = token(676767);
+    api.add_bot(&token);
+    let sink = Arc::new(MemorySink::new());
+    let admin = free_port();
+    // No update comes: the fake holds each getUpdates for the whole 50 s.
+    let config = config_polling_for(&api, &[("quiet", token.as_str())], "50s", admin, "");
+    let relay = RunningRelay::started(config, sink.clone()).await;
+    let verbose = format!("http://127.0.0.1:{admin}/readyz?verbose");
+    wait_for(&verbose, 200, &["bot quiet: ready"]).await;
+    let polls: Vec<_> = api
+        .calls(&token)
+        .into_iter()
+        .filter(|c| c.method == "getUpdates")
+        .collect();
+    assert_eq!(polls.len(), 1, "{polls:?}");
+    assert_eq!(polls[0].status, 0, "its first long poll is still open");
+    assert_eq!(relay.metric("tgrelay_source_up{bot=\"quiet\"}"), 1.0);
     relay.stop().await.unwrap();
 }
 
@@ -399,7 +449,7 @@ async fn readyz_is_ok_with_a_connected_nats_sink() {
     let task = tokio::spawn(running.wait());
 
     assert!(api.wait_for_confirmed(&token, 5, WAIT).await);
-    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    let readyz = format!("http://127.0.0.1:{admin}/readyz?verbose");
     wait_for(&readyz, 200, &["sink nats: ready", "bot main: ready"]).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
