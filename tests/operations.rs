@@ -4,7 +4,8 @@
 //! the relay and its HTTP API shows the counters moving; `/healthz` answers while the
 //! process serves and `/readyz` follows the pod (the sink), going unavailable during a
 //! broker outage and coming back by itself, while a bot that cannot run shows in its
-//! verbose view and its own metrics only.
+//! verbose view and its own metrics only. Every query of the Grafana dashboard is run
+//! through a real Prometheus scraping two replicas in shared mode, and returns data.
 
 mod support;
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use support::corpus::Corpus;
 use support::fake_bot_api::{FakeBotApi, Fault};
+use support::gateway;
 use support::nats::{self as jsupport, unique};
 use support::relay::{eventually, free_port, token, RunningRelay};
 use tgrelay::app::Relay;
@@ -177,6 +179,16 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` every second as job `tgrelay`, and waits
     /// until it reports ready.
     async fn start(target: &str) -> Prometheus {
+        Prometheus::scraping(&[target.to_owned()]).await
+    }
+
+    /// Starts Prometheus scraping every one of `targets` as job `tgrelay`.
+    async fn scraping(targets: &[String]) -> Prometheus {
+        let targets = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let binary = prometheus_tool("prometheus");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
@@ -185,7 +197,7 @@ impl Prometheus {
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
                  scrape_configs:\n  - job_name: tgrelay\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
+                 - targets: [{targets}]\n"
             ),
         )
         .unwrap();
@@ -224,6 +236,17 @@ impl Prometheus {
 
     /// The value of an instant query that yields one sample; `None` while it yields none.
     async fn query(&self, promql: &str) -> Option<f64> {
+        let result = self.samples(promql).await?;
+        assert!(
+            result.len() <= 1,
+            "{promql}: one sample expected: {result:?}"
+        );
+        result.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    /// The samples of an instant query (`None` when Prometheus did not answer); a query
+    /// Prometheus refuses fails the test.
+    async fn samples(&self, promql: &str) -> Option<Vec<Value>> {
         let response = reqwest::Client::new()
             .get(format!("{}/api/v1/query", self.url))
             .query(&[("query", promql)])
@@ -232,9 +255,7 @@ impl Prometheus {
             .ok()?;
         let body: Value = serde_json::from_str(&response.text().await.ok()?).ok()?;
         assert_eq!(body["status"], "success", "{promql}: {body}");
-        let result = body["data"]["result"].as_array()?;
-        assert!(result.len() <= 1, "{promql}: one sample expected: {body}");
-        result.first()?["value"][1].as_str()?.parse().ok()
+        body["data"]["result"].as_array().cloned()
     }
 
     /// Polls `promql` until its value satisfies `check`; panics with the last value
@@ -455,4 +476,245 @@ async fn readyz_is_ok_with_a_connected_nats_sink() {
     task.await.unwrap().unwrap();
     assert_eq!(jsupport::read_all(&js, &stream).await.len(), 5);
     jsupport::delete_stream(&js, &stream).await;
+}
+
+/// Two replicas sharing a polling bot `main` and a webhook bot `hook` through NATS, with
+/// the gateway on; each has its admin server on its own port.
+fn shared_config(
+    api: &FakeBotApi,
+    tokens: [&str; 2],
+    admin: u16,
+    instance: &str,
+    prefix: &str,
+) -> Config {
+    let url = api.base_url();
+    let [main, hook] = tokens;
+    let toml = format!(
+        "drain_timeout = \"5s\"\n{sink}{outbound}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+         [webhook]\nlisten = \"127.0.0.1:0\"\n\
+         [cluster]\nmode = \"shared\"\ninstance = \"{instance}\"\nname = \"{prefix}\"\nlease_ttl = \"3s\"\n\
+         [bots.main]\ntoken = \"{main}\"\napi_url = \"{url}\"\npoll_timeout = \"1s\"\n\
+         [bots.hook]\ntoken = \"{hook}\"\napi_url = \"{url}\"\nmode = \"webhook\"\n\
+         [bots.hook.webhook]\nurl = \"https://relay.example/telegram/hook\"\n\
+         secret_token = \"s3cret\"\nregister = false\ninfo_interval = \"1s\"\n",
+        sink = jsupport::sink_toml(&format!("{prefix}_UPD"), prefix, ""),
+        outbound = gateway::outbound_toml(prefix, ""),
+    );
+    Config::from_figment(Figment::from(Toml::string(&toml)))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+/// A relay of `shared_config`, started as `tgrelay run` starts it (its real sink).
+struct Replica {
+    metrics: Arc<tgrelay::metrics::Metrics>,
+    webhook: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Replica {
+    async fn start(config: Config) -> Replica {
+        let relay = Relay::new(config);
+        let metrics = relay.metrics();
+        let shutdown = CancellationToken::new();
+        let running = relay
+            .start(shutdown.clone())
+            .await
+            .expect("the relay starts");
+        Replica {
+            metrics,
+            webhook: running.webhook_addr.expect("a webhook listener"),
+            shutdown,
+            task: tokio::spawn(running.wait()),
+        }
+    }
+
+    fn owned(&self) -> i64 {
+        self.metrics.bots_owned.get()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Every query of the dashboard (its panels' and its variables'), as Grafana would send
+/// it over the last two minutes of a job named `tgrelay`, with every bot selected.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/helm/tgrelay/dashboards/tgrelay.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let grafana = |expr: &str| {
+        expr.replace("$__rate_interval", "2m")
+            .replace("$job", "tgrelay")
+            .replace("$bot", ".*")
+    };
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = format!("{} ({})", panel["title"], target["refId"]);
+            queries.push((title, grafana(target["expr"].as_str().unwrap())));
+        }
+    }
+    // `label_values(<series>, <label>)`: the series must exist, carrying the label.
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        let Some(query) = variable["query"]["query"].as_str() else {
+            continue;
+        };
+        let inner = query
+            .strip_prefix("label_values(")
+            .unwrap()
+            .strip_suffix(')')
+            .unwrap();
+        let (series, label) = inner.rsplit_once(',').unwrap();
+        let (series, label) = (grafana(series.trim()), label.trim());
+        queries.push((
+            format!("variable {}", variable["name"]),
+            format!("count by ({label}) ({series})"),
+        ));
+    }
+    queries
+}
+
+/// Four sendMessage calls through the gateway, each answered. A call's histograms appear
+/// with it: the first goes alone, the rest once Prometheus has seen them, so that their
+/// rates read. (The test makes Telegram answer the first with 429, so it is sent again.)
+async fn gateway_calls(js: &async_nats::jetstream::Context, prefix: &str, prometheus: &Prometheus) {
+    let results = format!("{prefix}-out.main.results");
+    for (round, calls) in [(0, 0..1), (1, 1..4)] {
+        for i in calls.clone() {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("tg-method", "sendMessage");
+            headers.insert("tg-request-id", format!("call-{i}").as_str());
+            let body = format!("{{\"chat_id\":{},\"text\":\"hi\"}}", 1000 + i);
+            js.publish_with_headers(format!("{prefix}-out.main"), headers, body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let stream = format!("{prefix}_OUT");
+        let answers = gateway::results_nats(js, &stream, &results, calls.len(), WAIT).await;
+        assert_eq!(answers.len(), calls.len(), "one result per call");
+        if round == 0 {
+            let seen = "sum(tgrelay_outbound_wait_seconds_count{job=\"tgrelay\"})";
+            prometheus.wait_for(seen, |n| n >= 1.0).await;
+        }
+    }
+}
+
+/// Runs every query, round after round, until each yields a number (not none, not NaN)
+/// or `WAIT` passed; returns the ones that did not, with what they yielded last.
+async fn queries_without_data(
+    prometheus: &Prometheus,
+    mut pending: Vec<(String, String)>,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut failing = Vec::new();
+        let mut still = Vec::new();
+        for (title, promql) in pending {
+            let samples = prometheus.samples(&promql).await.unwrap_or_default();
+            let number = samples.iter().any(|s| {
+                s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| !v.is_nan())
+            });
+            if !number {
+                failing.push(format!("{title}: {promql} = {samples:?}"));
+                still.push((title, promql));
+            }
+        }
+        pending = still;
+        if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            return failing;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The dashboard as an operator opens it: two replicas in shared mode with the gateway
+/// on, after a takeover, updates by polling and by webhook, and gateway calls (one
+/// answered 429); a real Prometheus scrapes both, and every query of every panel
+/// returns data, a number rather than none or NaN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("tgrelay=info")
+        .with_test_writer()
+        .try_init();
+    let api = FakeBotApi::start().await;
+    let (main, hook) = (token(686868), token(696969));
+    api.add_bot(&main);
+    api.add_bot(&hook);
+    api.sends().set_limits(gateway::fast_limits());
+    let prefix = unique("dash");
+    let js = jsupport::jetstream().await;
+    let admins = [free_port(), free_port()];
+    let config = |i: usize| {
+        shared_config(
+            &api,
+            [main.as_str(), hook.as_str()],
+            admins[i],
+            &format!("r{i}"),
+            &prefix,
+        )
+    };
+    let (first, second) = tokio::join!(Replica::start(config(0)), Replica::start(config(1)));
+    let targets: Vec<String> = admins.iter().map(|a| format!("127.0.0.1:{a}")).collect();
+    let prometheus = Prometheus::scraping(&targets).await;
+    assert!(
+        eventually(30, || first.owned() == 1 && second.owned() == 1).await,
+        "one bot each: {} and {}",
+        first.owned(),
+        second.owned()
+    );
+
+    // Scraped before anything happens, so that every counter and histogram counts from
+    // a sample taken before it moved.
+    let scraped = "count(up{job=\"tgrelay\"} == 1)";
+    prometheus.wait_for(scraped, |n| n == 2.0).await;
+
+    // A rollout's step: the first replica hands its bot over to the second.
+    first.stop().await;
+    assert!(
+        eventually(30, || second.owned() == 2).await,
+        "the second runs both"
+    );
+    let corpus = Corpus::load();
+    api.push_updates(&main, corpus.mixed(1, 10, 19));
+    assert!(api.wait_for_confirmed(&main, 10, WAIT).await);
+    let posted = reqwest::Client::new()
+        .post(format!("http://{}/telegram/hook", second.webhook))
+        .header("X-Telegram-Bot-Api-Secret-Token", "s3cret")
+        .body(corpus.update("message", 1, 20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    api.inject_on(
+        &main,
+        "sendMessage",
+        Fault::TooManyRequests { retry_after: 1 },
+    );
+    gateway_calls(&js, &prefix, &prometheus).await;
+
+    let without_data = queries_without_data(&prometheus, dashboard_queries()).await;
+    drop(prometheus);
+    second.stop().await;
+    for stream in ["UPD", "OUT", "OUT_LIMITS"] {
+        jsupport::delete_stream(&js, &format!("{prefix}_{stream}")).await;
+    }
+    for bucket in ["members", "owners"] {
+        let _ = js.delete_key_value(format!("{prefix}-{bucket}")).await;
+    }
+    assert!(
+        without_data.is_empty(),
+        "queries without data:\n{}",
+        without_data.join("\n")
+    );
 }
