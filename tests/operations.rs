@@ -450,6 +450,27 @@ async fn a_quiet_polling_bot_is_ready_before_its_first_long_poll_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_the_webhook_listener_where_one_is_bound() {
+    let api = FakeBotApi::start().await;
+    let token = token(707070);
+    api.add_bot(&token);
+    let admin = free_port();
+    let webhook = format!(
+        "[webhook]\nlisten = \"127.0.0.1:0\"\n[bots.hook]\ntoken = \"{token}\"\n\
+         api_url = \"{}\"\nmode = \"webhook\"\n[bots.hook.webhook]\n\
+         url = \"https://relay.example/telegram/hook\"\nsecret_token = \"s3cret\"\n\
+         register = false\n",
+        api.base_url()
+    );
+    let config = config_with_admin(&api, &[], admin, &webhook);
+    let relay = RunningRelay::started(config, Arc::new(MemorySink::new())).await;
+    let bound = format!("listener {}: ready", relay.webhook_addr.expect("bound"));
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    wait_for(&readyz, 200, &["sink memory: ready", &bound]).await;
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_ok_with_a_connected_nats_sink() {
     let js = jsupport::jetstream().await;
     let (stream, prefix) = (unique("TGRELAY_READY"), unique("ready"));
