@@ -100,6 +100,11 @@ impl Relay {
     /// Binds the listeners and starts every bot; a taken port or a bad TLS file
     /// fails here, before anything is fetched.
     pub async fn start(mut self, shutdown: CancellationToken) -> anyhow::Result<Running> {
+        let takes_webhooks = self.config.may_have_webhook_bots();
+        if takes_webhooks {
+            // Not ready until it is bound, from the admin server's first answer on.
+            self.health.expect_listener();
+        }
         if !self.config.admin.listen.is_empty() {
             let admin = crate::admin::AdminState {
                 metrics: Arc::clone(&self.metrics),
@@ -126,7 +131,6 @@ impl Relay {
         // What a reload compares with needs the bots; nothing else keeps a copy of
         // them but the bot set itself (at ten thousand bots, each copy counts).
         let applied = self.source.is_some().then(|| self.config.clone());
-        let takes_webhooks = self.config.may_have_webhook_bots();
         let configured = std::mem::take(&mut self.config.bots);
         let count = configured.len();
         let (bots, watched) = watch::channel(Arc::new(configured));
@@ -135,6 +139,7 @@ impl Relay {
         let (webhook_addr, webhook_task) = if takes_webhooks {
             let (addr, task) =
                 webhook_listener(&self.config, &deps, &bots, shutdown.clone()).await?;
+            self.health.listener_bound(addr);
             (Some(addr), Some(task))
         } else {
             (None, None)

@@ -11,7 +11,7 @@
 //! there so that, normally, nobody polls twice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -107,12 +107,66 @@ impl Ownership for Single {
 pub(crate) struct OwnershipLog {
     pub metrics: Arc<Metrics>,
     pub instance: String,
+    /// The bots with a `tgrelay_bot_owner` series here (1 or 0), and the bot set they
+    /// were last checked against.
+    reported: Arc<Mutex<Reported>>,
+}
+
+#[derive(Default)]
+struct Reported {
+    bots: BTreeSet<String>,
+    checked: Option<Arc<BTreeMap<String, BotConfig>>>,
 }
 
 impl OwnershipLog {
+    pub fn new(metrics: Arc<Metrics>, instance: String) -> OwnershipLog {
+        OwnershipLog {
+            metrics,
+            instance,
+            reported: Arc::default(),
+        }
+    }
+
+    fn set_owner(&self, bot: &str, owner: bool) {
+        self.metrics
+            .bot_owner
+            .with_label_values(&[bot])
+            .set(i64::from(owner));
+        let mut reported = self.reported.lock().unwrap();
+        if !reported.bots.contains(bot) {
+            reported.bots.insert(bot.to_owned());
+        }
+    }
+
+    /// Drops the owner series of bots no longer configured (a removed bot is no bot
+    /// without an owner); looks only when the bot set changed.
+    pub fn configured(&self, bots: &Arc<BTreeMap<String, BotConfig>>) {
+        let mut reported = self.reported.lock().unwrap();
+        if reported
+            .checked
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, bots))
+        {
+            return;
+        }
+        reported.checked = Some(Arc::clone(bots));
+        reported.bots.retain(|bot| {
+            let keep = bots.contains_key(bot);
+            if !keep {
+                self.metrics.bot_owner.remove_label_values(&[bot]);
+            }
+            keep
+        });
+    }
+
     pub fn acquired(&self, bot: &str, from: Option<&str>, unowned: Option<std::time::Duration>) {
         let m = &self.metrics;
         m.lease_acquisitions.with_label_values(&[bot]).inc();
+        self.set_owner(bot, true);
+        // Its losses exist at 0 from now on, so a lapse shows in `increase()` and panels.
+        for reason in ["lapsed", "taken"] {
+            m.lease_losses.with_label_values(&[bot, reason]);
+        }
         if let Some(waited) = unowned {
             m.bot_unowned_seconds.observe(waited.as_secs_f64());
         }
@@ -124,6 +178,7 @@ impl OwnershipLog {
     }
 
     pub fn released(&self, bot: &str) {
+        self.set_owner(bot, false);
         tracing::info!(%bot, instance = %self.instance, "released the bot to rebalance");
     }
 
@@ -132,6 +187,7 @@ impl OwnershipLog {
             .lease_losses
             .with_label_values(&[bot, reason])
             .inc();
+        self.set_owner(bot, false);
         tracing::warn!(%bot, instance = %self.instance, reason, "lost the bot");
     }
 
@@ -144,5 +200,42 @@ impl OwnershipLog {
     pub fn owned(&self, running: &BTreeSet<String>, members: usize) {
         self.metrics.bots_owned.set(running.len() as i64);
         self.metrics.cluster_members.set(members as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(m: &Metrics, bot: &str) -> i64 {
+        m.bot_owner.with_label_values(&[bot]).get()
+    }
+
+    #[test]
+    fn a_bot_counts_as_owned_from_its_claim_until_it_is_released_or_lost() {
+        let log = OwnershipLog::new(Arc::new(Metrics::new()), "r0".into());
+        let m = Arc::clone(&log.metrics);
+        log.acquired("a", None, None);
+        log.acquired("b", Some("r1"), Some(std::time::Duration::from_secs(3)));
+        assert_eq!((owner(&m, "a"), owner(&m, "b")), (1, 1));
+        let text = m.render();
+        assert!(
+            text.contains("tgrelay_lease_losses_total{bot=\"a\",reason=\"lapsed\"} 0"),
+            "{text}"
+        );
+
+        log.released("a");
+        log.lost("b", "taken");
+        // 0, not gone: summed over replicas, a bot nobody owns reads 0, not nothing.
+        assert_eq!((owner(&m, "a"), owner(&m, "b")), (0, 0));
+        assert!(m.render().contains("tgrelay_bot_owner{bot=\"a\"} 0"));
+
+        // "b" leaves the configuration: its series goes, "a"'s stays.
+        let mut bots = BTreeMap::new();
+        bots.insert("a".to_owned(), BotConfig::default());
+        log.configured(&Arc::new(bots));
+        let text = m.render();
+        assert!(text.contains("tgrelay_bot_owner{bot=\"a\"} 0"), "{text}");
+        assert!(!text.contains("tgrelay_bot_owner{bot=\"b\""), "{text}");
     }
 }

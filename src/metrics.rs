@@ -63,12 +63,18 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Bots added, removed or changed by a reload, by change.
     pub bot_changes: IntCounterVec,
+    /// 1 while the last configuration change was applied (or none was tried), 0 once
+    /// one was refused: the relay runs an older configuration than the one on disk.
+    pub config_last_reload_successful: IntGauge,
     /// Bots in the configuration now.
     pub bots_configured: IntGauge,
     /// Shared cluster: bots this replica runs now.
     pub bots_owned: IntGauge,
     /// Shared cluster: live replicas this one sees, itself included.
     pub cluster_members: IntGauge,
+    /// Shared cluster: 1 while this replica owns the bot, 0 once it released or lost
+    /// it, by bot. Summed over replicas, 1 for every bot that has an owner.
+    pub bot_owner: IntGaugeVec,
     /// Shared cluster: bots this replica came to own, by bot.
     pub lease_acquisitions: IntCounterVec,
     /// Shared cluster: bots this replica lost, by bot and reason (`lapsed`, `taken`).
@@ -205,6 +211,11 @@ impl Metrics {
                 "Bots added, removed or changed by a reload.",
                 &["change"],
             ),
+            config_last_reload_successful: plain_gauge(
+                &registry,
+                "config_last_reload_successful",
+                "1 while the last configuration change was applied, 0 once one was refused.",
+            ),
             bots_configured: plain_gauge(
                 &registry,
                 "bots_configured",
@@ -215,6 +226,12 @@ impl Metrics {
                 &registry,
                 "cluster_members",
                 "Live replicas this one sees, itself included.",
+            ),
+            bot_owner: gauge(
+                &registry,
+                "bot_owner",
+                "1 while this replica owns the bot (shared cluster).",
+                &["bot"],
             ),
             lease_acquisitions: counter(
                 &registry,
@@ -266,6 +283,8 @@ impl Metrics {
         for change in ["added", "removed", "changed"] {
             m.bot_changes.with_label_values(&[change]);
         }
+        // The configuration the relay started with was valid, or it would not run.
+        m.config_last_reload_successful.set(1);
         let build = gauge(
             &m.registry,
             "build_info",

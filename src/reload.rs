@@ -100,6 +100,7 @@ impl Reloader {
                     .config_reloads
                     .with_label_values(&["refused"])
                     .inc();
+                self.metrics.config_last_reload_successful.set(0);
                 tracing::error!(cause, error = %errors,
                     "configuration change refused; every bot keeps running as it was");
             }
@@ -117,6 +118,7 @@ impl Reloader {
             .collect();
         let m = &self.metrics;
         m.config_reloads.with_label_values(&["applied"]).inc();
+        m.config_last_reload_successful.set(1);
         for (change, bots) in [
             ("added", &added),
             ("removed", &removed),

@@ -124,13 +124,15 @@ impl Supervisor {
 
     /// Starts bot `name` of `bots`, unless it runs already with these settings; one
     /// running with other settings (a new token) is stopped as on shutdown, then started
-    /// anew. A failed bot may be started again.
+    /// anew. A failed bot is started again only with other settings: the same token
+    /// would be refused again (and the shared ownership asks every few hundred ms).
     pub fn start(&self, bots: &BotConfigs, name: &str) {
         let Some(bot) = bots.get(name) else { return };
         let mut running = self.inner.running.lock().unwrap();
         let previous = match running.remove(name) {
             Some(mut task)
-                if !task.task.is_finished() && task.started_from.get(name) == Some(bot) =>
+                if task.started_from.get(name) == Some(bot)
+                    && (!task.task.is_finished() || self.inner.failed.borrow().contains(name)) =>
             {
                 // Follow the newest set, so an older one is freed once no bot uses it.
                 task.started_from = Arc::clone(bots);
@@ -155,6 +157,7 @@ impl Supervisor {
         let settings = polling_settings(bot, self.allowed_updates(&bot.allowed_updates));
         let work = run_bot(ctx, bot, settings, outbound, stop.clone());
         let failed = self.inner.failed.clone();
+        let health = Arc::clone(&self.inner.deps.health);
         let owned = name.to_owned();
         let task = self.inner.tracker.spawn(async move {
             // The old run confirms what it relayed before the new one fetches.
@@ -163,6 +166,7 @@ impl Supervisor {
             }
             if let Err(error) = work.await {
                 tracing::error!(bot = %owned, %error, "bot stopped");
+                health.set_failed(&owned);
                 failed.send_modify(|failed| {
                     failed.insert(owned);
                 });

@@ -1,6 +1,7 @@
 //! The metrics as an operator reads them from the first scrape: every alerting counter of
 //! every bot present at 0 before anything happened, the Bot API calls a bot makes at
-//! start counted like the others, and `process_cpu_seconds_total` finer than a second.
+//! start counted like the others, `process_cpu_seconds_total` finer than a second, and a
+//! refused configuration change shown until a valid one is applied.
 
 mod support;
 
@@ -15,8 +16,11 @@ use figment::Figment;
 use support::corpus::Corpus;
 use support::fake_bot_api::{FakeBotApi, Fault};
 use support::relay::{eventually, free_port, token, RunningRelay};
+use tgrelay::app::Relay;
 use tgrelay::config::Config;
+use tgrelay::reload::ConfigSource;
 use tgrelay::sink::memory::MemorySink;
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -264,4 +268,60 @@ async fn process_cpu_seconds_count_clock_ticks_not_whole_seconds() {
     ] {
         assert!(samples(&text)[family] > 0.0, "{family} in:\n{text}");
     }
+}
+
+/// A configuration change the relay refuses (here a token file that holds no token)
+/// reads 0 in `tgrelay_config_last_reload_successful`, the refused-reload alert's
+/// series, until a valid change is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_configuration_change_reads_zero_until_a_valid_one_is_applied() {
+    let api = FakeBotApi::start().await;
+    let main = token(767676);
+    api.add_bot(&main);
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    std::fs::write(tokens.join("main"), &main).unwrap();
+    let toml = format!(
+        "tokens_dir = \"{}\"\ndrain_timeout = \"5s\"\n[admin]\nlisten = \"\"\n\
+         [bot_defaults]\napi_url = \"{}\"\npoll_timeout = \"1s\"\n",
+        tokens.display(),
+        api.base_url()
+    );
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, toml).unwrap();
+    let source = ConfigSource {
+        path,
+        required: true,
+    };
+    let config = source.load().expect("a valid configuration");
+    let relay = Relay::with_sink(config, Arc::new(MemorySink::new())).reloading_from(source);
+    let metrics = relay.metrics();
+    let shutdown = CancellationToken::new();
+    let running = relay
+        .start(shutdown.clone())
+        .await
+        .expect("the relay starts");
+    let task = tokio::spawn(running.wait());
+    let applied = || metrics.config_last_reload_successful.get();
+    assert_eq!(applied(), 1, "the configuration it started with");
+
+    // Written again until seen: the watcher's first look may come after the first write.
+    let mut seen = false;
+    for _ in 0..5 {
+        std::fs::write(tokens.join("other"), "not-a-token").unwrap();
+        if eventually(3, || applied() == 0).await {
+            seen = true;
+            break;
+        }
+        std::fs::remove_file(tokens.join("other")).unwrap();
+    }
+    assert!(seen, "refused");
+    let refused = metrics.config_reloads.with_label_values(&["refused"]);
+    assert!(refused.get() >= 1);
+
+    std::fs::remove_file(tokens.join("other")).unwrap();
+    assert!(eventually(15, || applied() == 1).await, "applied again");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

@@ -52,10 +52,7 @@ impl<S: Store> SharedOwnership<S> {
             store: Arc::new(store),
             config: config.clone(),
             lease,
-            log: OwnershipLog {
-                metrics,
-                instance: config.instance.clone(),
-            },
+            log: OwnershipLog::new(metrics, config.instance.clone()),
         }
     }
 }
@@ -240,6 +237,7 @@ impl<S: Store> Coordinator<S> {
             .view
             .live_members(self.me(), self.config.takeover_after());
         self.log.owned(&self.supervisor.running(), members.len());
+        self.log.configured(&self.bots.borrow());
     }
 
     /// On shutdown, once every bot has stopped and confirmed: frees this replica's

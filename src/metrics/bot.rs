@@ -64,6 +64,9 @@ impl Metrics {
             self.publish_failures
                 .with_label_values(&[name, bot.sink, class]);
         }
+        // The sink's latency histogram too: one created by its first batch would make
+        // a rate over that batch read nothing.
+        self.publish_seconds.with_label_values(&[bot.sink]);
         self.retry_after_seconds.with_label_values(&[name]);
         self.malformed_updates.with_label_values(&[name]);
         if bot.webhook {
@@ -101,6 +104,7 @@ mod tests {
         assert!(text.contains(
             "tgrelay_publish_failures_total{bot=\"main\",class=\"fatal\",sink=\"nats\"} 0"
         ));
+        assert!(text.contains("tgrelay_publish_ack_seconds_count{sink=\"nats\"} 0"));
         assert!(!text.contains("tgrelay_webhook_requests_total{bot=\"main\""));
     }
 }

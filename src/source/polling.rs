@@ -47,7 +47,13 @@ pub struct PollingSource {
     fetching: Streak,
     /// Consecutive batches the sink did not fully take.
     publishing: Streak,
+    /// Reported up (readiness, `tgrelay_source_up`) since its last error.
+    up: bool,
 }
+
+/// How long a getUpdates may stay open before it counts as accepted: Telegram answers
+/// a refusal within a round trip.
+const ACCEPTED_AFTER: Duration = Duration::from_secs(1);
 
 /// A run of consecutive failures: drives the backoff, and logs only what changes.
 #[derive(Debug, Default)]
@@ -81,6 +87,7 @@ impl PollingSource {
             offset: None,
             fetching: Streak::default(),
             publishing: Streak::default(),
+            up: false,
         }
     }
 
@@ -166,6 +173,22 @@ impl PollingSource {
     }
 
     async fn fetch(&mut self) -> Result<Vec<RawUpdate>, TelegramError> {
+        let result = if self.up {
+            self.get_updates().await
+        } else {
+            // Boxed: only a bot not yet up carries the timer, and only for this call.
+            let (result, accepted) = Box::pin(self.get_updates_until_accepted()).await;
+            self.up |= accepted;
+            result
+        };
+        if result.is_ok() {
+            self.on_success();
+        }
+        result
+    }
+
+    /// One getUpdates from the current offset, counted like every call.
+    async fn get_updates(&self) -> Result<Vec<RawUpdate>, TelegramError> {
         let request = GetUpdates {
             offset: self.offset,
             limit: self.settings.limit,
@@ -173,14 +196,25 @@ impl PollingSource {
             allowed_updates: &self.settings.allowed_updates,
         };
         let api = &self.ctx.api;
-        let result = self
-            .ctx
+        self.ctx
             .observed("getUpdates", api.get_updates(&request))
-            .await;
-        if result.is_ok() {
-            self.on_success();
+            .await
+    }
+
+    /// getUpdates for a bot not yet up. Telegram refuses a poll at once (a refused
+    /// token, a second poller, a webhook set) and holds one it accepted until updates
+    /// come or the timeout ends: a poll still open after `ACCEPTED_AFTER` was accepted,
+    /// and the bot is up from then on, not only when a quiet bot's long poll returns.
+    /// Returns the result, and whether the poll was seen accepted before it.
+    async fn get_updates_until_accepted(&self) -> (Result<Vec<RawUpdate>, TelegramError>, bool) {
+        let mut call = std::pin::pin!(self.get_updates());
+        tokio::select! {
+            result = &mut call => (result, false),
+            _ = tokio::time::sleep(ACCEPTED_AFTER) => {
+                self.ctx.set_up(true);
+                (call.await, true)
+            }
         }
-        result
     }
 
     fn on_success(&mut self) {
@@ -195,6 +229,7 @@ impl PollingSource {
         if self.fetching.succeed() {
             tracing::info!(bot = %self.ctx.bot.name, "the Bot API answers again");
         }
+        self.up = true;
         self.ctx.set_up(true);
     }
 
@@ -334,6 +369,7 @@ impl PollingSource {
         } else {
             tracing::debug!(%bot, error = %error, "Bot API call failed again");
         }
+        self.up = false;
         self.ctx.set_up(false);
         Ok(Some(delay))
     }

@@ -603,7 +603,8 @@ the job a ServiceMonitor gives them (the Service's name). */}}
 
 {{/* One alerting rule, unless prometheusRule.disabled names it: (dict "root" $ "alert"
 "expr" "for" "severity" "summary" "description"). Annotations may use Prometheus's own
-{{ $labels.x }} and {{ $value }}. */}}
+{{ $labels.x }} and {{ $value }}. Each links its runbook: the README's heading named after
+the alert, under prometheusRule.runbookUrl. */}}
 {{- define "tgrelay.alert" -}}
 {{- $config := .root.Values.prometheusRule -}}
 {{- if not (get $config.disabled .alert) }}
@@ -621,6 +622,7 @@ the job a ServiceMonitor gives them (the Service's name). */}}
   annotations:
     summary: {{ .summary | quote }}
     description: {{ .description | quote }}
+    runbook_url: {{ printf "%s#%s" $config.runbookUrl (lower .alert) | quote }}
 {{- end }}
 {{- end -}}
 
@@ -641,10 +643,12 @@ the job a ServiceMonitor gives them (the Service's name). */}}
   "expr" (printf "sum by (namespace, bot) (increase(tgrelay_publish_failures_total{%s, class=\"fatal\"}[5m])) > 0" $s)
   "summary" "The broker refuses updates of bot {{ $labels.bot }}"
   "description" "A publish of bot {{ $labels.bot }} failed in a way retrying cannot fix (a missing stream or topic, permissions, configuration): the relay's log names it. Nothing is confirmed meanwhile.") }}
+{{- /* The share of a bot's calls failing with one code; 409 has its own alert, and 400/403
+answer what a service asked through the gateway (a chat not found, a user who blocked the bot). */}}
 {{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayTelegramErrors" "for" "10m" "severity" "warning"
-  "expr" (printf "sum by (namespace, bot, code) (rate(tgrelay_telegram_errors_total{%s, code!=\"409\"}[5m])) > 0" $s)
+  "expr" (printf "sum by (namespace, bot, code) (rate(tgrelay_telegram_errors_total{%s, code!~\"400|403|409\"}[5m])) / on (namespace, bot) group_left () sum by (namespace, bot) (rate(tgrelay_telegram_requests_total{%s}[5m])) > 0.1" $s $s)
   "summary" "Bot API calls of bot {{ $labels.bot }} fail with {{ $labels.code }}"
-  "description" "Calls to the Bot API for bot {{ $labels.bot }} have failed with {{ $labels.code }} for 10 minutes (429: rate limited; 401: a revoked token; transport: the network).") }}
+  "description" "More than 10 % of the Bot API calls of bot {{ $labels.bot }} have failed with {{ $labels.code }} for 10 minutes (429: rate limited; 401: a revoked token; 5xx: Telegram or a proxy; transport: the network).") }}
 {{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayTelegramConflict" "for" "10m" "severity" "warning"
   "expr" (printf "sum by (namespace, bot) (rate(tgrelay_telegram_errors_total{%s, code=\"409\"}[5m])) > 0" $s)
   "summary" "Bot {{ $labels.bot }} gets 409 Conflict from Telegram"
@@ -664,9 +668,22 @@ the job a ServiceMonitor gives them (the Service's name). */}}
 {{- include "tgrelay.alert" (dict "root" . "alert" "TgrelaySourceDown" "for" "5m" "severity" "critical"
   "expr" (printf "min by (namespace, bot) (tgrelay_source_up{%s}) == 0" $s)
   "summary" "The source of bot {{ $labels.bot }} is down"
-  "description" "Bot {{ $labels.bot }} has had no successful poll, or no registered webhook, for 5 minutes; the relay's log and /readyz say why.") }}
+  "description" "Bot {{ $labels.bot }} has had no accepted poll, or no registered webhook, for 5 minutes (a refused token stops it for good); the relay's log and /readyz?verbose say why. The pod stays ready for its other bots.") }}
+{{- /* Shared mode: a bot no live replica owns is run by none. A bot that lost its owner
+reads 0 (each replica keeps its series at 0 after releasing or losing it); one no replica
+ever owned since they started shows as fewer owned bots than configured. */}}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayBotUnowned" "for" "2m" "severity" "critical"
+  "expr" (printf "(sum by (namespace, bot) (tgrelay_bot_owner{%s}) == 0) or on (namespace) (max by (namespace) (tgrelay_bots_configured{%s}) > sum by (namespace) (tgrelay_bot_owner{%s}))" $s $s $s)
+  "summary" "{{ with $labels.bot }}Bot {{ . }} has{{ else }}Some bots have{{ end }} no owner"
+  "description" "{{ with $labels.bot }}No replica has owned bot {{ . }}{{ else }}Fewer bots are owned than configured{{ end }} for 2 minutes, and a bot without an owner is neither polled nor has its webhook registered. Likely the replicas cannot write the cluster's key-value buckets or topics, or their leases keep lapsing.") }}
+{{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayConfigReloadRefused" "for" "1m" "severity" "warning"
+  "expr" (printf "max by (namespace, pod) (tgrelay_config_last_reload_successful{%s}) == 0" $s)
+  "summary" "tgrelay {{ $labels.pod }} refused a configuration change"
+  "description" "The last configuration change {{ $labels.pod }} read (a token Secret, tokens_dir, SIGHUP) was invalid and refused: it runs the bots it had before. Its log says what is wrong.") }}
+{{- /* No absent(): with nothing scraped (the release scaled to zero or removed) it would
+fire forever; Kubernetes' own alerts cover pods that do not run. */}}
 {{- include "tgrelay.alert" (dict "root" . "alert" "TgrelayDown" "for" "5m" "severity" "critical"
-  "expr" (printf "max by (namespace, job) (up{%s}) == 0 or absent(up{%s})" $s $s)
+  "expr" (printf "max by (namespace, job) (up{%s}) == 0" $s)
   "summary" "No tgrelay instance is up"
-  "description" "Prometheus has scraped no running relay for 5 minutes: the pods are not running, not ready, or their admin port is unreachable.") }}
+  "description" "Prometheus has failed to scrape every relay of this job for 5 minutes: the pods crash, hang, or their admin port is unreachable.") }}
 {{- end -}}
