@@ -191,6 +191,19 @@ impl OwnershipLog {
         tracing::warn!(%bot, instance = %self.instance, reason, "lost the bot");
     }
 
+    /// Another process runs under this replica's name (`yielding`: and started first,
+    /// so this one runs nothing), or no longer does.
+    pub fn twin(&self, yielding: bool) {
+        self.metrics.cluster_name_conflict.set(i64::from(yielding));
+        if yielding {
+            tracing::error!(instance = %self.instance,
+                "another process runs as this cluster.instance and started first; this one runs no bot and sends no heartbeat until it is gone: give each replica its own cluster.instance");
+        } else {
+            tracing::warn!(instance = %self.instance,
+                "the other process with this cluster.instance is gone; running bots again");
+        }
+    }
+
     /// This replica's lease lapsed: its bots stopped polling until it is renewed.
     pub fn lapsed(&self, bots: usize) {
         tracing::warn!(instance = %self.instance, bots,

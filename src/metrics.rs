@@ -72,6 +72,9 @@ pub struct Metrics {
     pub bots_owned: IntGauge,
     /// Shared cluster: live replicas this one sees, itself included.
     pub cluster_members: IntGauge,
+    /// Shared cluster: 1 while another process runs under this replica's
+    /// `cluster.instance` and this one yields to it (runs no bot).
+    pub cluster_name_conflict: IntGauge,
     /// Shared cluster: 1 while this replica owns the bot, 0 once it released or lost
     /// it, by bot. Summed over replicas, 1 for every bot that has an owner.
     pub bot_owner: IntGaugeVec,
@@ -226,6 +229,11 @@ impl Metrics {
                 &registry,
                 "cluster_members",
                 "Live replicas this one sees, itself included.",
+            ),
+            cluster_name_conflict: plain_gauge(
+                &registry,
+                "cluster_name_conflict",
+                "1 while another process runs under this cluster.instance and this one yields to it.",
             ),
             bot_owner: gauge(
                 &registry,

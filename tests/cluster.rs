@@ -216,6 +216,37 @@ async fn bots_added_to_and_removed_from_a_shared_token_directory_get_one_owner(b
     deliver_everything(&cluster).await;
 }
 
+async fn two_processes_with_one_name_never_poll_one_bot_twice(broker: BrokerKind) {
+    let mut cluster = Cluster::new(broker, 12, 770_000).await;
+    cluster.start(0);
+    cluster.start(1);
+    // A second process as r1: two units on one host, a force-deleted pod's twin.
+    cluster.start_named(2, "r1", "shared");
+    // The later one yields and hands its bots over; then nobody polls twice.
+    tokio::time::sleep(SETTLE / 3 + cluster.lease() * 2).await;
+    cluster.trickle(Duration::from_millis(100));
+    let steady = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    if cluster.conflicts_since(steady) > 0 {
+        cluster.print_logs();
+    }
+    assert_eq!(
+        cluster.conflicts_since(steady),
+        0,
+        "no 409: one poller per bot"
+    );
+    let yielded = |i: usize| {
+        cluster
+            .log(i)
+            .contains("another process runs as this cluster.instance")
+    };
+    assert!(
+        yielded(1) != yielded(2),
+        "exactly one of the two yields, loudly"
+    );
+    deliver_everything(&cluster).await;
+}
+
 /// One scenario at a time: each runs three relays, and leases are about time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -251,5 +282,6 @@ on_both_brokers!(
     a_frozen_replica_woken_after_its_bots_moved_polls_none_of_them,
     two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss,
     bots_added_to_and_removed_from_a_shared_token_directory_get_one_owner,
-    a_frozen_replica_that_owned_nothing_takes_over_once_woken
+    a_frozen_replica_that_owned_nothing_takes_over_once_woken,
+    two_processes_with_one_name_never_poll_one_bot_twice
 );

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{plan, View};
-use super::store::{Change, Store};
+use super::store::{Change, Heartbeat, Store};
 use super::{Bots, Ownership, OwnershipLog};
 use crate::config::ClusterConfig;
 use crate::lease::Lease;
@@ -68,13 +68,20 @@ impl<S: Store> Ownership for SharedOwnership<S> {
             let changes = self.store.changes();
             let renewal = Arc::new(Renewal::default());
             let renewing = CancellationToken::new();
+            let incarnation = rand::random::<u64>().max(1);
+            let beat = Heartbeat {
+                incarnation,
+                lease_ttl: Some(self.config.lease_ttl),
+            };
             tokio::spawn(renewal::run(
                 Arc::clone(&self.store),
                 self.config.clone(),
                 self.lease.clone(),
                 Arc::clone(&renewal),
                 renewing.clone(),
+                beat,
             ));
+            let view = ClusterView::new(&self.config.instance, incarnation, self.config.lease_ttl);
             let mut coordinator = Coordinator {
                 store: self.store,
                 config: self.config,
@@ -82,9 +89,10 @@ impl<S: Store> Ownership for SharedOwnership<S> {
                 log: self.log,
                 bots,
                 supervisor,
-                view: ClusterView::default(),
+                view,
                 mine: BTreeMap::new(),
                 lapsed: false,
+                yielding: false,
                 renewal,
             };
             coordinator.run(changes, shutdown).await;
@@ -106,6 +114,9 @@ struct Coordinator<S: Store> {
     mine: BTreeMap<String, u64>,
     /// The lease lapsed since the claims in `mine` were last written.
     lapsed: bool,
+    /// Another live process runs under this replica's name and started first: this
+    /// one runs nothing and sends no heartbeat until that one is gone.
+    yielding: bool,
     /// The heartbeats, renewed apart from this loop (claims must not delay them).
     renewal: Arc<Renewal>,
 }
@@ -131,14 +142,19 @@ impl<S: Store> Coordinator<S> {
                 Some(change) = changes.recv() => self.on_change(change).await,
                 _ = tick.tick() => {
                     // This process was not running (frozen, starved): the others'
-                    // silence was not heard, only missed. Give each a fresh window.
-                    if last_tick.elapsed() > TICK * 4 {
-                        self.view.heard_everyone_now();
+                    // silence meanwhile was not heard, only missed.
+                    let stall = last_tick.elapsed();
+                    if stall > TICK * 4 {
+                        self.view.shift_after_stall(stall - TICK);
                     }
                     last_tick = Instant::now();
+                    self.view.prune();
                     // Plan on the latest news: everything that arrived meanwhile first.
                     while let Ok(change) = changes.try_recv() {
                         self.on_change(change).await;
+                    }
+                    if self.yield_to_twin().await {
+                        continue;
                     }
                     if self.renewal.lapsed() || !self.lease.is_valid() {
                         self.on_lapse().await;
@@ -153,6 +169,27 @@ impl<S: Store> Coordinator<S> {
                 }
             }
         }
+    }
+
+    /// Whether this replica yields to a process under its own name that started
+    /// first (two units on one host, a pod force-deleted on a partitioned node): it
+    /// stops its bots, frees their keys and goes quiet, loudly, until that one is gone.
+    async fn yield_to_twin(&mut self) -> bool {
+        let senior = self.view.senior_twin();
+        if senior.is_some() == self.yielding {
+            return self.yielding;
+        }
+        self.yielding = senior.is_some();
+        self.renewal.pause(self.yielding);
+        self.log.twin(self.yielding);
+        if self.yielding {
+            let mine: Vec<String> = self.mine.keys().cloned().collect();
+            self.release_all(&mine).await;
+            for bot in self.supervisor.running() {
+                self.supervisor.stop(&bot).await;
+            }
+        }
+        self.yielding
     }
 
     /// The lease lapsed: every bot has stopped polling by itself; forget them until
@@ -185,8 +222,9 @@ impl<S: Store> Coordinator<S> {
         let Some(written) = self.mine.get(&bot).copied() else {
             return;
         };
-        let ours = self.view.owners[&bot].owner.as_deref() == Some(self.me());
-        if revision > written && !ours {
+        // Written after this replica's own write, by someone else: even a key that
+        // names this replica was written by another process under the same name.
+        if revision > written {
             self.mine.remove(&bot);
             self.log.lost(&bot, "taken");
             self.supervisor.stop(&bot).await;
@@ -196,9 +234,7 @@ impl<S: Store> Coordinator<S> {
     async fn rebalance(&mut self) {
         self.adopt().await;
         let bots: BTreeSet<String> = self.bots.borrow().keys().cloned().collect();
-        let members = self
-            .view
-            .live_members(self.me(), self.config.takeover_after());
+        let members = self.view.live_members();
         let mut owners = self.view.live_owners(&members);
         for bot in self.mine.keys() {
             owners.insert(bot.clone(), self.me().to_owned());
@@ -233,9 +269,7 @@ impl<S: Store> Coordinator<S> {
     }
 
     fn report(&self) {
-        let members = self
-            .view
-            .live_members(self.me(), self.config.takeover_after());
+        let members = self.view.live_members();
         self.log.owned(&self.supervisor.running(), members.len());
         self.log.configured(&self.bots.borrow());
     }

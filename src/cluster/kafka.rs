@@ -25,7 +25,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{Change, Store, StoreError};
+use super::store::{Change, Heartbeat, Store, StoreError};
 use crate::broker::kafka::KafkaBroker;
 use crate::config::ClusterConfig;
 
@@ -152,10 +152,12 @@ async fn read_members(consumer: StreamConsumer<Reader>, tx: mpsc::UnboundedSende
                 let Some(Ok(instance)) = record.key_view::<str>() else {
                     continue;
                 };
-                let alive = record.payload().is_some_and(|p| !p.is_empty());
+                let value = record.payload_view::<str>().and_then(Result::ok);
+                let alive = value.is_some_and(|v| !v.is_empty());
                 let change = Change::Member {
                     instance: instance.to_owned(),
                     alive,
+                    beat: Heartbeat::decode(value.unwrap_or("")),
                 };
                 if tx.send(change).is_err() {
                     return;
@@ -259,8 +261,10 @@ impl Store for KafkaStore {
             .expect("one coordinator per store")
     }
 
-    async fn heartbeat(&self, instance: &str) -> Result<(), StoreError> {
-        self.produce(&self.members, instance, "1").await.map(|_| ())
+    async fn heartbeat(&self, instance: &str, beat: Heartbeat) -> Result<(), StoreError> {
+        self.produce(&self.members, instance, &beat.encode())
+            .await
+            .map(|_| ())
     }
 
     async fn leave(&self, instance: &str) {

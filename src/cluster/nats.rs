@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::store::{Change, Store, StoreError};
+use super::store::{Change, Heartbeat, Store, StoreError};
 use crate::broker::nats::{NatsBroker, NatsSinkError};
 use crate::config::ClusterConfig;
 
@@ -54,9 +54,9 @@ impl Store for NatsStore {
         rx
     }
 
-    async fn heartbeat(&self, instance: &str) -> Result<(), StoreError> {
+    async fn heartbeat(&self, instance: &str, beat: Heartbeat) -> Result<(), StoreError> {
         self.members
-            .put(instance, Bytes::copy_from_slice(instance.as_bytes()))
+            .put(instance, Bytes::from(beat.encode()))
             .await
             .map(|_| ())
             .map_err(|e| StoreError::Broker(e.to_string()))
@@ -94,6 +94,7 @@ impl Store for NatsStore {
 fn member(entry: kv::Entry) -> Change {
     Change::Member {
         alive: entry.operation == kv::Operation::Put,
+        beat: Heartbeat::decode(&String::from_utf8_lossy(&entry.value)),
         instance: entry.key,
     }
 }

@@ -171,11 +171,16 @@ impl Cluster {
 
     /// Starts replica `i` in the given cluster mode.
     pub fn start_as(&mut self, i: usize, mode: &str) {
+        self.start_named(i, &format!("r{i}"), mode);
+    }
+
+    /// Starts replica `i` under `cluster.instance = name` (two may share one).
+    pub fn start_named(&mut self, i: usize, name: &str, mode: &str) {
         let admin = format!("127.0.0.1:{}", free_port());
-        let name = format!("r{i}");
-        let config = self.config(&name, &admin, mode);
+        let config = self.config(name, &admin, mode);
         let runs = self.replicas.iter().flatten().count();
-        let process = RelayProcess::spawn(self.dir.path(), &format!("{name}-{runs}"), &config, &[]);
+        let process =
+            RelayProcess::spawn(self.dir.path(), &format!("{name}-{i}-{runs}"), &config, &[]);
         if self.replicas.len() <= i {
             self.replicas.resize_with(i + 1, || None);
         }

@@ -39,7 +39,11 @@ impl<S: Store> Coordinator<S> {
         // How long the bot went unpolled: since its owner was last heard of, or since
         // it was released.
         let unowned = match &dead_owner {
-            Some(owner) => self.view.heartbeats.get(owner).map(|seen| seen.elapsed()),
+            Some(owner) => self
+                .view
+                .heartbeats
+                .get(owner)
+                .map(|seen| seen.at.elapsed()),
             None => self.view.free_since.get(bot).map(|at| at.elapsed()),
         };
         self.view.free_since.remove(bot);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::store::Store;
+use crate::cluster::store::{Heartbeat, Store};
 use crate::config::ClusterConfig;
 use crate::lease::Lease;
 
@@ -23,9 +23,16 @@ pub(super) struct Renewal {
     last: Mutex<Option<Instant>>,
     /// The lease lapsed after it had been held; cleared by the coordinator.
     lapsed: AtomicBool,
+    /// No heartbeats: another process runs under this replica's name.
+    paused: AtomicBool,
 }
 
 impl Renewal {
+    /// Stops (or resumes) heartbeats, so that the others see one process per name.
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
     pub fn lapsed(&self) -> bool {
         self.lapsed.load(Ordering::SeqCst)
     }
@@ -53,6 +60,7 @@ pub(super) async fn run<S: Store>(
     lease: Lease,
     state: Arc<Renewal>,
     stop: CancellationToken,
+    beat: Heartbeat,
 ) {
     let mut every = tokio::time::interval(config.renew_every());
     loop {
@@ -60,13 +68,18 @@ pub(super) async fn run<S: Store>(
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
+        if state.paused.load(Ordering::SeqCst) {
+            continue;
+        }
         let held_before = state.last.lock().unwrap().is_some();
         if held_before && !lease.is_valid() {
             state.lapsed.store(true, Ordering::SeqCst);
         }
         let sent = Instant::now();
-        let put = store.heartbeat(&config.instance);
-        match tokio::time::timeout(config.renew_every(), put).await {
+        let put = store.heartbeat(&config.instance, beat);
+        // A slow broker that stores the heartbeat within the grace still renews the
+        // lease from when it was sent; only one later than that is no renewal.
+        match tokio::time::timeout(config.owner_grace(), put).await {
             Ok(Ok(())) => {
                 *state.last.lock().unwrap() = Some(sent);
                 if !state.lapsed() {
