@@ -172,7 +172,10 @@ impl Relay {
             supervisor,
             shutdown,
             sink: self.sink,
-            drain_timeout: self.config.drain_timeout,
+            drain_timeout: self
+                .config
+                .outbound
+                .stop_deadline(self.config.drain_timeout),
         })
     }
 }

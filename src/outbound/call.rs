@@ -2,8 +2,10 @@
 //! the wire contract's shape (see README, "Calling the Bot API through the broker").
 //!
 //! A call is refused, never run, when its method is not allowed, its body is not a
-//! JSON object, or its `tg-reply-to` names no usable route. A refusal is answered
-//! like Telegram answers a bad request: `{"ok":false,"error_code":400,...}`.
+//! JSON object, its `tg-reply-to` names no usable route, or an option header is
+//! malformed. A refusal is answered like Telegram answers a bad request:
+//! `{"ok":false,"error_code":400,...}`. Every result says in `tg-outcome` what
+//! became of the call (see [`Outcome`]).
 
 use std::time::SystemTime;
 
@@ -18,6 +20,11 @@ use super::methods;
 pub const METHOD: &str = "tg-method";
 pub const REQUEST_ID: &str = "tg-request-id";
 pub const REPLY_TO: &str = "tg-reply-to";
+/// `true`: the relay may send the call again after an attempt that may have reached
+/// Telegram (a timeout, a reset, a 5xx); the caller accepts a possible duplicate.
+pub const ALLOW_RETRY: &str = "tg-allow-retry";
+/// On every result: what became of the call (see [`Outcome`]).
+pub const OUTCOME: &str = "tg-outcome";
 /// On results the relay makes itself (refusals, give-ups): why.
 pub const RELAY_ERROR: &str = "tgrelay-error";
 
@@ -33,6 +40,94 @@ pub struct Request {
     pub body: Bytes,
     /// When the broker stored it, when it says.
     pub published: Option<SystemTime>,
+    pub options: Options,
+}
+
+/// The optional headers that change how a call is run, as they came.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub allow_retry: Option<String>,
+}
+
+impl Options {
+    /// Reads them with `header`, which finds a header by name (case-insensitively).
+    pub fn read(header: impl Fn(&str) -> Option<String>) -> Options {
+        Options {
+            allow_retry: header(ALLOW_RETRY),
+        }
+    }
+}
+
+/// What became of a call, as its result's `tg-outcome` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Telegram answered `ok: true`.
+    Ok,
+    /// Telegram answered an error: the call was not done.
+    Error,
+    /// The relay refused the call; it never reached Telegram.
+    Refused,
+    /// The relay gave up before any attempt could have reached Telegram.
+    NotSent,
+    /// An attempt may have reached Telegram and no answer said what became of it;
+    /// the relay does not send it again (unless the caller allowed it).
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Refused => "refused",
+            Outcome::NotSent => "not_sent",
+            Outcome::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a call repeated with the same id gets this answer again instead of
+    /// being run: Telegram's answers, and an unknown outcome (running it again could
+    /// send it twice). Refusals and give-ups are not final: a repeat may succeed.
+    pub fn is_final(self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::Error | Outcome::Unknown)
+    }
+}
+
+/// The `error_code` of a result whose outcome is unknown: no HTTP status Telegram
+/// answers with, so a service can tell it from any of Telegram's answers.
+pub const UNKNOWN_CODE: u16 = 520;
+
+/// The answer a call gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub body: Bytes,
+    /// Set when the relay made the answer (a refusal, a give-up).
+    pub relay_error: Option<String>,
+    pub outcome: Outcome,
+}
+
+impl Answered {
+    /// A refusal: the call never reached Telegram.
+    pub fn refused(why: &str) -> Answered {
+        Answered {
+            body: relay_answer(400, &format!("Bad Request: {why}")),
+            relay_error: Some(why.to_owned()),
+            outcome: Outcome::Refused,
+        }
+    }
+
+    /// The call may have reached Telegram; `reason` says what happened instead of an answer.
+    pub fn unknown(reason: &str) -> Answered {
+        let why = format!(
+            "the call may have reached Telegram but no answer said so ({reason}); \
+             it is not sent again (set {ALLOW_RETRY}: true to allow that)"
+        );
+        Answered {
+            body: relay_answer(UNKNOWN_CODE, &format!("Outcome Unknown: {why}")),
+            relay_error: Some(why),
+            outcome: Outcome::Unknown,
+        }
+    }
 }
 
 /// A checked call, ready to run.
@@ -42,6 +137,9 @@ pub struct Call {
     pub chat: Option<ChatKey>,
     /// It makes or changes a message, so its chat's limits count it.
     pub message: bool,
+    /// It may be sent again after an attempt that may have reached Telegram: the
+    /// method is safe to repeat, or the caller allowed it.
+    pub repeatable: bool,
 }
 
 /// What a service is told for one call: where, with which headers, which body.
@@ -72,11 +170,23 @@ pub fn check(request: &Request, allow: &[String], own_route: &str) -> Result<Cal
         }
     }
     let chat = chat_of(&request.body)?;
+    let allow_retry = flag(ALLOW_RETRY, request.options.allow_retry.as_deref())?;
     Ok(Call {
         method: method.to_owned(),
         chat,
         message: methods::is_message(method),
+        repeatable: allow_retry || methods::is_repeatable(method),
     })
+}
+
+/// A `true`/`false` header; absent is false.
+fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(format!("{name} {v:?} is neither true nor false")),
+    }
 }
 
 /// The target chat of a JSON object body; an error when the body is not an object.
@@ -137,15 +247,14 @@ pub fn relay_answer(error_code: u16, description: &str) -> Bytes {
 
 impl Reply {
     /// The result of `request`: to its `tg-reply-to` (`reply_to` tells whether to use
-    /// it), else to `default_route`; `relay_error` marks an answer the relay made.
+    /// it), else to `default_route`.
     pub fn to(
         request: &Request,
         ce_id: &str,
         chat: Option<&ChatKey>,
         default_route: &str,
         use_reply_to: bool,
-        body: Bytes,
-        relay_error: Option<&str>,
+        answered: &Answered,
     ) -> Reply {
         let route = match &request.reply_to {
             Some(route) if use_reply_to => route.clone(),
@@ -161,7 +270,8 @@ impl Reply {
         if let Some(id) = &request.request_id {
             headers.push((REQUEST_ID, one_line(id)));
         }
-        if let Some(error) = relay_error {
+        headers.push((OUTCOME, answered.outcome.as_str().to_owned()));
+        if let Some(error) = &answered.relay_error {
             headers.push((RELAY_ERROR, one_line(error)));
         }
         let key = match chat {
@@ -176,7 +286,7 @@ impl Reply {
             route,
             key,
             headers,
-            body,
+            body: answered.body.clone(),
         }
     }
 }
@@ -198,6 +308,7 @@ mod tests {
             broker_id: "7".into(),
             body: Bytes::copy_from_slice(body.as_bytes()),
             published: None,
+            options: Options::default(),
         }
     }
 
@@ -243,6 +354,21 @@ mod tests {
         assert!(refused(Some("sendMessage"), "{}", Some("out.*")).contains("tg-reply-to"));
         assert!(refused(Some("sendMessage"), "{}", Some("out.main")).contains("tg-reply-to"));
         assert!(refused(Some("sendMessage"), "{}", Some("a..b")).contains("tg-reply-to"));
+        let mut r = request(Some("sendMessage"), "{}");
+        r.options.allow_retry = Some("maybe".into());
+        assert!(check(&r, &allow(), "out.main")
+            .unwrap_err()
+            .contains(ALLOW_RETRY));
+    }
+
+    #[test]
+    fn a_message_is_repeated_only_when_the_caller_allows_it() {
+        let mut r = request(Some("sendMessage"), r#"{"chat_id":1,"text":"x"}"#);
+        assert!(!check(&r, &allow(), "out.main").unwrap().repeatable);
+        r.options.allow_retry = Some("TRUE".into());
+        assert!(check(&r, &allow(), "out.main").unwrap().repeatable);
+        let edit = request(Some("editMessageText"), r#"{"chat_id":1,"text":"x"}"#);
+        assert!(check(&edit, &allow(), "out.main").unwrap().repeatable);
     }
 
     #[test]
@@ -250,16 +376,8 @@ mod tests {
         let mut r = request(Some("sendMessage"), "{}");
         r.reply_to = Some("svc.replies".into());
         let chat = ChatKey::Id(-5);
-        let body = relay_answer(400, "Bad Request: x\ny");
-        let reply = Reply::to(
-            &r,
-            "9:7",
-            Some(&chat),
-            "out.main.results",
-            true,
-            body.clone(),
-            Some("refused\nnow"),
-        );
+        let refused = Answered::refused("x\ny");
+        let reply = Reply::to(&r, "9:7", Some(&chat), "out.main.results", true, &refused);
         assert_eq!(
             (reply.route.as_str(), reply.key.as_str()),
             ("svc.replies", "-5")
@@ -274,12 +392,18 @@ mod tests {
         assert_eq!(header("ce-id"), Some("9:7"));
         assert_eq!(header(METHOD), Some("sendMessage"));
         assert_eq!(header(REQUEST_ID), Some("r-1"));
-        assert_eq!(header(RELAY_ERROR), Some("refused now"));
+        assert_eq!(header(RELAY_ERROR), Some("x y"));
+        assert_eq!(header(OUTCOME), Some("refused"));
         let parsed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(parsed["error_code"], 400);
         assert_eq!(parsed["ok"], false);
 
-        let reply = Reply::to(&r, "9:7", None, "out.main.results", false, body, None);
+        let told = Answered {
+            body: Bytes::from_static(br#"{"ok":true,"result":true}"#),
+            relay_error: None,
+            outcome: Outcome::Ok,
+        };
+        let reply = Reply::to(&r, "9:7", None, "out.main.results", false, &told);
         assert_eq!(
             (reply.route.as_str(), reply.key.as_str()),
             ("out.main.results", "r-1")

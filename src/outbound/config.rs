@@ -70,11 +70,14 @@ pub struct OutboundConfig {
     /// Calls of one bot taken from the broker and not yet answered; more wait in the
     /// broker (back-pressure).
     pub max_pending: usize,
-    /// How long one Bot API call may take before it counts as failed.
+    /// How long one Bot API call may take before it counts as failed (its outcome
+    /// unknown: Telegram may have done it). A stop waits this long for calls with
+    /// Telegram.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
-    /// Attempts of a call that fails with a 5xx or no answer before its result is the
-    /// relay's error (a 429 waits and is not counted; other 4xx are final at once).
+    /// Attempts of a call before its result is the relay's: a connection that never
+    /// opened, or, for a call safe to repeat (or allowed with `tg-allow-retry`), a 5xx
+    /// or no answer. A 429 waits and is not counted; other 4xx are final at once.
     pub max_attempts: u32,
     /// How long the owner remembers a call's request id (and its result): a call
     /// published again with that id inside it gets the first answer, not a second send.
@@ -106,14 +109,31 @@ impl Default for OutboundConfig {
                 .collect(),
             concurrency: 32,
             max_pending: 10_000,
-            call_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(20),
             max_attempts: 5,
             dedup_window: Duration::from_secs(600),
         }
     }
 }
 
+/// Beyond `call_timeout`, how long an attempt may take to report on a stop (it is
+/// cut at `call_timeout` itself; this covers a busy runtime).
+pub const ATTEMPT_MARGIN: Duration = Duration::from_secs(1);
+/// On a stop, after the last attempt ended, how long its result may take to publish.
+pub const RESULT_GRACE: Duration = Duration::from_secs(5);
+
 impl OutboundConfig {
+    /// How long a stop may take: `drain_timeout`, or longer with the gateway on, so
+    /// that every call with Telegram gets its answer (up to `call_timeout`) and its
+    /// result is published; a call handed over while it may still reach Telegram
+    /// could be sent twice.
+    pub fn stop_deadline(&self, drain_timeout: Duration) -> Duration {
+        if !self.enabled {
+            return drain_timeout;
+        }
+        drain_timeout.max(self.call_timeout + ATTEMPT_MARGIN + RESULT_GRACE)
+    }
+
     /// The calls per second of bot `name`.
     pub fn rate_of(&self, name: &str) -> f64 {
         self.bot_rates.get(name).copied().unwrap_or(self.bot_rate)

@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{LimitsStore, Results, Taken};
 use super::call;
+use super::call::Answered;
 use super::limiter::{Limiter, Limits};
 use super::metrics::{MethodLabels, OutboundMetrics};
-use super::recent::{Answered, Recent};
+use super::recent::{fingerprint, Recent};
 use crate::backoff::Backoff;
 use crate::envelope::BotIdentity;
 use crate::lease::Lease;
@@ -217,28 +218,14 @@ impl Executor {
             Some(id) => format!("id:{id}"),
             None => format!("ce:{ce_id}"),
         };
-        if let Some(answered) = self.recent.get(&key, now).cloned() {
-            self.count(request.method.as_deref().unwrap_or(""), "duplicate");
-            return self.finish(taken, None, answered.body, answered.relay_error.as_deref());
-        }
-        if let Some(lane) = self.in_lanes.get(&key) {
-            if let Some(job) = self.lanes.find_mut(lane, &key) {
-                job.followers.push(taken);
-                return;
-            }
-        }
+        let method = request.method.as_deref().unwrap_or("");
+        let print = fingerprint(method, &request.body);
+        let Some(taken) = self.unless_repeated(&key, print, taken, now) else {
+            return;
+        };
+        let request = &taken.request;
         match call::check(request, &self.settings.allow, &self.settings.own_route) {
-            Err(why) => {
-                tracing::debug!(bot = %self.bot.name, %ce_id, reason = %why, "call refused");
-                self.count(request.method.as_deref().unwrap_or(""), "refused");
-                let body = call::relay_answer(400, &format!("Bad Request: {why}"));
-                let answered = Answered {
-                    body: body.clone(),
-                    relay_error: Some(why.clone()),
-                };
-                self.recent.insert(key, answered, now);
-                self.finish(taken, None, body, Some(&why));
-            }
+            Err(why) => self.refuse(taken, &why),
             Ok(call) => {
                 self.seq += 1;
                 let job = Job {
@@ -247,9 +234,11 @@ impl Executor {
                     call,
                     ce_id,
                     key: key.clone(),
+                    fingerprint: print,
                     taken_at: now,
                     attempts: 0,
                     failures: 0,
+                    reached: false,
                     followers: Vec::new(),
                 };
                 let lane = self.lanes.push(job);
@@ -257,6 +246,54 @@ impl Executor {
                 self.schedule(lane, now);
             }
         }
+    }
+
+    /// Answers a call taken before under the same id: with the first answer (or the
+    /// answer of the same call in a lane), or a refusal when the id now names a
+    /// different call. Gives the call back when it is new.
+    fn unless_repeated(
+        &mut self,
+        key: &str,
+        print: u64,
+        taken: Taken,
+        now: Instant,
+    ) -> Option<Taken> {
+        let earlier = match self.recent.get(key, now) {
+            Some((answered, first)) => Some((Some(answered.clone()), first)),
+            None => self
+                .in_lanes
+                .get(key)
+                .and_then(|lane| self.lanes.find_mut(lane, key))
+                .map(|job| (None, job.fingerprint)),
+        };
+        let Some((answered, first)) = earlier else {
+            return Some(taken);
+        };
+        let method = taken.request.method.clone().unwrap_or_default();
+        if first != print {
+            let why = "tg-request-id was used for a different call (another method or body) inside the dedup window; use a new id";
+            self.refuse(taken, why);
+            return None;
+        }
+        self.count(&method, "duplicate");
+        match answered {
+            Some(answered) => self.finish(taken, None, &answered),
+            None => {
+                let lane = self.in_lanes.get(key).expect("found above").clone();
+                let job = self.lanes.find_mut(&lane, key).expect("found above");
+                job.followers.push(taken);
+            }
+        }
+        None
+    }
+
+    /// Refuses a call: it never reaches Telegram, and a repeat of it is judged afresh.
+    fn refuse(&mut self, taken: Taken, why: &str) {
+        let request = &taken.request;
+        tracing::debug!(bot = %self.bot.name, broker_id = %request.broker_id, reason = %why, "call refused");
+        let method = request.method.clone().unwrap_or_default();
+        self.count(&method, "refused");
+        self.finish(taken, None, &Answered::refused(why));
     }
 
     /// Puts a lane with a call to make in line: ready now, or at the time its chat's

@@ -65,6 +65,50 @@ pub fn is_message(method: &str) -> bool {
         .any(|p| lower.starts_with(p))
 }
 
+/// Families a repeat of which changes nothing more than the first call did: reads,
+/// edits and settings (the same state set twice), deletes and unpins (gone is gone),
+/// answers to a query (Telegram takes one answer per query).
+const REPEATABLE_FAMILIES: &[&str] = &["get", "edit", "set", "delete", "pin", "unpin"];
+
+/// Single methods a repeat of which changes nothing more.
+const REPEATABLE: &[&str] = &[
+    "sendChatAction",
+    "answerCallbackQuery",
+    "answerInlineQuery",
+    "answerShippingQuery",
+    "answerPreCheckoutQuery",
+    "banChatMember",
+    "unbanChatMember",
+    "banChatSenderChat",
+    "unbanChatSenderChat",
+    "restrictChatMember",
+    "promoteChatMember",
+    "approveChatJoinRequest",
+    "declineChatJoinRequest",
+    "stopPoll",
+    "stopMessageLiveLocation",
+    "leaveChat",
+    "readBusinessMessage",
+    "closeForumTopic",
+    "reopenForumTopic",
+    "closeGeneralForumTopic",
+    "reopenGeneralForumTopic",
+    "hideGeneralForumTopic",
+    "unhideGeneralForumTopic",
+];
+
+/// Whether the relay may send `method` again after an attempt that may have reached
+/// Telegram without an answer (a timeout, a reset, a 5xx). Everything not known to be
+/// safe is not: a message sent twice reaches its user twice.
+pub fn is_repeatable(method: &str) -> bool {
+    REPEATABLE.iter().any(|m| m.eq_ignore_ascii_case(method))
+        || REPEATABLE_FAMILIES.iter().any(|family| {
+            method.len() > family.len()
+                && matches(&format!("{family}*"), method)
+                && method.as_bytes()[family.len()].is_ascii_uppercase()
+        })
+}
+
 /// Problems of an allow-list: malformed entries, and entries naming a method that is
 /// always refused (which would silently do nothing).
 pub fn check_allow_list(allow: &[String]) -> Vec<String> {
@@ -136,6 +180,36 @@ mod tests {
         assert!(refusal("getChatMember", &allow).is_some());
         assert!(check_allow_list(&["deleteWebhook".into()])[0].contains("always refused"));
         assert!(check_allow_list(&defaults()).is_empty());
+    }
+
+    #[test]
+    fn only_methods_known_to_be_safe_are_repeated() {
+        for method in [
+            "getChat",
+            "editMessageText",
+            "deleteMessage",
+            "setMessageReaction",
+            "answerCallbackQuery",
+            "sendChatAction",
+            "pinChatMessage",
+            "unpinAllChatMessages",
+        ] {
+            assert!(is_repeatable(method), "{method}");
+        }
+        for method in [
+            "sendMessage",
+            "sendMediaGroup",
+            "copyMessages",
+            "forwardMessage",
+            "sendGift",
+            "createChatInviteLink",
+            "exportChatInviteLink",
+            "answerWebAppQuery",
+            "setting",
+            "someFutureMethod",
+        ] {
+            assert!(!is_repeatable(method), "{method}");
+        }
     }
 
     #[test]

@@ -28,10 +28,14 @@ pub struct Job {
     pub ce_id: String,
     /// What the call is remembered by: its request id, else its `ce_id`.
     pub key: String,
+    /// Its method and body, to tell a repeat from another call under the same id.
+    pub fingerprint: u64,
     pub taken_at: Instant,
     /// Attempts sent, and of them those that failed with a 5xx or no answer.
     pub attempts: u32,
     pub failures: u32,
+    /// An attempt may have reached Telegram.
+    pub reached: bool,
     /// The same call taken again while this one ran: they get its answer.
     pub followers: Vec<Taken>,
 }
@@ -225,6 +229,7 @@ mod tests {
             broker_id: seq.to_string(),
             body: bytes::Bytes::new(),
             published: None,
+            options: Default::default(),
         };
         Job {
             seq,
@@ -236,12 +241,15 @@ mod tests {
                 method: "sendMessage".into(),
                 chat: chat.map(ChatKey::Id),
                 message: true,
+                repeatable: false,
             },
             ce_id: format!("1:{seq}"),
             key: format!("1:{seq}"),
+            fingerprint: 0,
             taken_at: Instant::now(),
             attempts: 0,
             failures: 0,
+            reached: false,
             followers: Vec::new(),
         }
     }

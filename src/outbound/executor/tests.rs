@@ -73,6 +73,10 @@ async fn answer(
         .lock()
         .unwrap()
         .push(format!("{}:{text}", params["chat_id"]));
+    if text == "late" {
+        // Sent, and answered after the relay's call_timeout.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
     if text == "flood" && !std::mem::replace(&mut *t.flooded.lock().unwrap(), true) {
         let body = r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1","parameters":{"retry_after":1}}"#;
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, body.into());
@@ -95,6 +99,14 @@ struct Harness {
 
 impl Harness {
     async fn start(limits: Limits) -> Harness {
+        Harness::start_with(limits, Duration::from_secs(5), Duration::from_secs(5)).await
+    }
+
+    async fn start_with(
+        limits: Limits,
+        call_timeout: Duration,
+        drain_timeout: Duration,
+    ) -> Harness {
         let telegram = Telegram::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -110,10 +122,10 @@ impl Harness {
             results_route: "out.main.results".into(),
             concurrency: 8,
             max_pending: 100,
-            call_timeout: Duration::from_secs(5),
+            call_timeout,
             max_attempts: 3,
             dedup_window: Duration::from_secs(60),
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout,
         };
         let executor = Executor::new(Parts {
             bot: Arc::new(BotIdentity::new("main", 1)),
@@ -140,6 +152,17 @@ impl Harness {
     }
 
     async fn publish(&mut self, method: &str, body: Value, request_id: Option<&str>) {
+        self.publish_with(method, body, request_id, Default::default())
+            .await
+    }
+
+    async fn publish_with(
+        &mut self,
+        method: &str,
+        body: Value,
+        request_id: Option<&str>,
+        options: crate::outbound::call::Options,
+    ) {
         self.next += 1;
         let request = Request {
             method: Some(method.into()),
@@ -148,6 +171,7 @@ impl Harness {
             broker_id: self.next.to_string(),
             body: Bytes::from(body.to_string()),
             published: None,
+            options,
         };
         let delivery = Box::new(Settle(self.next.to_string(), self.log.clone()));
         self.intake.send(Taken { request, delivery }).await.unwrap();
@@ -284,11 +308,26 @@ async fn refused_and_repeated_calls_get_answers_without_a_second_send() {
         Some("c"),
     )
     .await;
-    let results = h.results(4).await;
+    h.results(4).await;
+    // The id of a refused call may be used again; an id answered by Telegram may
+    // not name another call.
+    h.publish(
+        "sendMessage",
+        serde_json::json!({"chat_id": 6, "text": "now valid"}),
+        Some("b"),
+    )
+    .await;
+    h.publish(
+        "sendMessage",
+        serde_json::json!({"chat_id": 5, "text": "other"}),
+        Some("c"),
+    )
+    .await;
+    let results = h.results(6).await;
     let calls = h.telegram.calls.lock().unwrap().clone();
     let log = h.stop().await;
-    assert_eq!(calls, ["5:once"]);
-    assert_eq!(log.iter().filter(|l| l.starts_with("ack")).count(), 4);
+    assert_eq!(calls, ["5:once", "6:now valid"]);
+    assert_eq!(log.iter().filter(|l| l.starts_with("ack")).count(), 6);
     let by_id = |id: &str| {
         results
             .iter()
@@ -304,11 +343,42 @@ async fn refused_and_repeated_calls_get_answers_without_a_second_send() {
         );
         assert!(header(refused[0], "tgrelay-error").is_some());
     }
-    let twice = by_id("c");
-    assert_eq!(twice.len(), 2);
-    assert_eq!(twice[0].body, twice[1].body);
-    assert_ne!(header(twice[0], "ce-id"), header(twice[1], "ce-id"));
+    let thrice = by_id("c");
+    assert_eq!(thrice.len(), 3);
+    assert_eq!(thrice[0].body, thrice[1].body);
+    assert_ne!(header(thrice[0], "ce-id"), header(thrice[1], "ce-id"));
+    assert_eq!(header(thrice[1], "tg-outcome"), Some("ok"));
+    assert_eq!(header(thrice[2], "tg-outcome"), Some("refused"));
+    assert!(header(thrice[2], "tgrelay-error")
+        .unwrap()
+        .contains("different call"));
+    assert_eq!(header(by_id("b")[1], "tg-outcome"), Some("ok"));
     assert_eq!(first.len(), 3);
+}
+
+#[tokio::test]
+async fn a_message_that_may_have_reached_telegram_is_never_sent_again_unless_allowed() {
+    let second = Duration::from_secs(1);
+    let mut h = Harness::start_with(fast(), second, second).await;
+    let late = |chat: i64| serde_json::json!({"chat_id": chat, "text": "late"});
+    h.publish("sendMessage", late(1), Some("once")).await;
+    let allowed = crate::outbound::call::Options {
+        allow_retry: Some("true".into()),
+    };
+    h.publish_with("sendMessage", late(2), Some("retried"), allowed)
+        .await;
+    let results = h.results(2).await;
+    let calls = h.telegram.calls.lock().unwrap().clone();
+    h.stop().await;
+    assert_eq!(results.len(), 2, "one result per call");
+    let sent_to = |chat: &str| calls.iter().filter(|c| c.starts_with(chat)).count();
+    assert_eq!(sent_to("1:"), 1, "never sent again on the relay's own");
+    assert_eq!(sent_to("2:"), 3, "sent again when the caller allowed it");
+    for result in &results {
+        let body: Value = serde_json::from_slice(&result.body).unwrap();
+        assert_eq!(body["error_code"], 520, "{body}");
+        assert_eq!(header(result, "tg-outcome"), Some("unknown"));
+    }
 }
 
 #[tokio::test]
@@ -348,4 +418,25 @@ async fn the_limiter_memory_is_saved_for_the_next_owner() {
     assert!(saved.last);
     assert_eq!(saved.chats.len(), 1);
     assert_eq!(saved.chats[0].chat, "-9");
+}
+
+#[tokio::test]
+async fn a_stop_waits_for_a_call_with_telegram_past_the_drain_timeout() {
+    // Answered after 2.5 s: inside call_timeout, past drain_timeout.
+    let mut h = Harness::start_with(fast(), Duration::from_secs(4), Duration::from_secs(1)).await;
+    h.publish(
+        "sendMessage",
+        serde_json::json!({"chat_id": 3, "text": "late"}),
+        None,
+    )
+    .await;
+    while h.telegram.calls.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let memory = Arc::clone(&h.memory);
+    let log = h.stop().await;
+    assert_eq!(log, ["ack 1"], "answered and acknowledged, not handed over");
+    let results = memory.results.lock().unwrap().clone();
+    assert_eq!(results.len(), 1);
+    assert_eq!(header(&results[0], "tg-outcome"), Some("ok"));
 }
