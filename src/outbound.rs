@@ -35,6 +35,7 @@ pub mod methods;
 pub mod metrics;
 pub mod nats;
 pub mod recent;
+pub mod reply_to;
 pub mod snapshot;
 
 pub use config::OutboundConfig;
@@ -125,7 +126,7 @@ impl Outbound {
                 .render_with(&bot.name, bot.id, "")
         };
         let own_route = render(&self.config.subject);
-        let settings = self.settings(&bot.name, own_route.clone(), render(&self.config.results));
+        let settings = self.settings(&bot.name, bot.id, render(&self.config.results));
         if let Broker::Kafka(k) = &self.broker {
             // A bot added while the relay runs: its topics were not there at start.
             if let Err(e) = k.ensure_topics(&[(bot.name.clone(), bot.id)]).await {
@@ -191,12 +192,12 @@ impl Outbound {
         }
     }
 
-    fn settings(&self, name: &str, own_route: String, results_route: String) -> Settings {
+    fn settings(&self, name: &str, id: u64, results_route: String) -> Settings {
         let c = &self.config;
         Settings {
             allow: c.allow.clone(),
             limits: Limits::new(c.rate_of(name), c.chat_rate, c.group_chat_rate),
-            own_route,
+            replies: reply_to::ReplyPolicy::new(c, name, id),
             results_route,
             concurrency: c.concurrency,
             max_pending: c.max_pending,

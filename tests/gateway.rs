@@ -246,7 +246,7 @@ async fn refused_calls_get_the_refusal_as_their_result_and_never_reach_telegram(
 #[tokio::test]
 async fn a_service_waiting_on_its_own_subject_gets_its_answer_there() {
     let setup = Setup::start(8104).await;
-    let inbox = format!("{}-inbox.svc", setup.prefix);
+    let inbox = format!("_INBOX.{}", setup.prefix);
     let mut replies = setup.js.client().subscribe(inbox.clone()).await.unwrap();
     setup
         .publish(
@@ -391,5 +391,51 @@ async fn a_message_answered_late_reaches_its_chat_once_and_its_caller_hears_unkn
     )
     .await;
     assert!(more.is_empty(), "a second result: {more:?}");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_to_naming_the_updates_subject_is_refused_and_nothing_lands_there() {
+    let setup = Setup::start(8107).await;
+    let updates = format!("{}.main.message", setup.prefix);
+    let dead = format!("{}.main.deadletter", setup.prefix);
+    let other_calls = format!("{}-out.other", setup.prefix);
+    let forged = [
+        ("f1", updates.as_str()),
+        ("f2", dead.as_str()),
+        ("f3", other_calls.as_str()),
+        ("f4", "svc.replies"),
+    ];
+    for (id, reply_to) in forged {
+        setup
+            .publish(
+                "sendMessage",
+                r#"{"chat_id":9,"text":"forged"}"#,
+                id,
+                Some(reply_to),
+            )
+            .await;
+    }
+    let answers = setup.results(forged.len()).await;
+    assert_eq!(answers.len(), forged.len(), "{answers:?}");
+    for answer in &answers {
+        assert_eq!(answer.body["error_code"], 400, "{answer:?}");
+        assert_eq!(answer.headers["tg-outcome"], "refused");
+        assert!(answer.headers["tgrelay-error"].contains("tg-reply-to"));
+    }
+    assert!(
+        setup.api.sends().sent(&setup.token).is_empty(),
+        "nothing was sent"
+    );
+    let stream = setup
+        .js
+        .get_stream(format!("{}_UPD", setup.prefix))
+        .await
+        .unwrap();
+    let info = stream.get_info().await.unwrap();
+    assert_eq!(
+        info.state.messages, 0,
+        "nothing landed in the updates' stream"
+    );
     setup.stop().await;
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::limiter::ChatKey;
 use super::methods;
+use super::reply_to::ReplyPolicy;
 
 /// The headers of a call.
 pub const METHOD: &str = "tg-method";
@@ -152,9 +153,8 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// Checks a call: `own_route` is where calls of this bot come from (a reply there
-/// would be taken for a call).
-pub fn check(request: &Request, allow: &[String], own_route: &str) -> Result<Call, String> {
+/// Checks a call: `replies` says where its result may go.
+pub fn check(request: &Request, allow: &[String], replies: &ReplyPolicy) -> Result<Call, String> {
     let method = request
         .method
         .as_deref()
@@ -163,10 +163,13 @@ pub fn check(request: &Request, allow: &[String], own_route: &str) -> Result<Cal
         return Err(why);
     }
     if let Some(route) = &request.reply_to {
-        if reply_route(request, own_route).is_none() {
+        if !is_route(route) {
             return Err(format!(
                 "tg-reply-to {route:?} is not a subject or topic results can go to"
             ));
+        }
+        if let Some(why) = replies.refusal(route) {
+            return Err(why);
         }
     }
     let chat = chat_of(&request.body)?;
@@ -219,13 +222,12 @@ fn chat_of(body: &[u8]) -> Result<Option<ChatKey>, String> {
     })
 }
 
-/// The call's `tg-reply-to`, when results can go there: a usable route, and not the
-/// one calls come from (a result there would be taken for a call).
-pub fn reply_route<'a>(request: &'a Request, own_route: &str) -> Option<&'a str> {
+/// The call's `tg-reply-to`, when results may go there (see `reply_to`).
+pub fn reply_route<'a>(request: &'a Request, replies: &ReplyPolicy) -> Option<&'a str> {
     request
         .reply_to
         .as_deref()
-        .filter(|route| is_route(route) && *route != own_route)
+        .filter(|route| is_route(route) && replies.refusal(route).is_none())
 }
 
 /// A NATS subject or Kafka topic a result can be published to: no wildcards, no
@@ -312,6 +314,15 @@ mod tests {
         }
     }
 
+    fn replies() -> ReplyPolicy {
+        let config = super::super::OutboundConfig {
+            subject: "out.{bot}".into(),
+            results: "out.{bot}.results".into(),
+            ..Default::default()
+        };
+        ReplyPolicy::new(&config, "main", 1)
+    }
+
     fn allow() -> Vec<String> {
         methods::DEFAULT_ALLOW
             .iter()
@@ -335,7 +346,7 @@ mod tests {
             (r#"{"chat_id":{"odd":1}}"#, None),
         ];
         for (body, chat) in cases {
-            let call = check(&request(Some("sendMessage"), body), &allow(), "out.main").unwrap();
+            let call = check(&request(Some("sendMessage"), body), &allow(), &replies()).unwrap();
             assert_eq!(call.chat, chat, "{body}");
         }
     }
@@ -345,7 +356,7 @@ mod tests {
         let refused = |method: Option<&str>, body: &str, reply_to: Option<&str>| {
             let mut r = request(method, body);
             r.reply_to = reply_to.map(str::to_owned);
-            check(&r, &allow(), "out.main").unwrap_err()
+            check(&r, &allow(), &replies()).unwrap_err()
         };
         assert!(refused(None, "{}", None).contains("no tg-method"));
         assert!(refused(Some("getUpdates"), "{}", None).contains("never executed"));
@@ -354,9 +365,13 @@ mod tests {
         assert!(refused(Some("sendMessage"), "{}", Some("out.*")).contains("tg-reply-to"));
         assert!(refused(Some("sendMessage"), "{}", Some("out.main")).contains("tg-reply-to"));
         assert!(refused(Some("sendMessage"), "{}", Some("a..b")).contains("tg-reply-to"));
+        assert!(refused(Some("sendMessage"), "{}", Some("svc.replies")).contains("tg-reply-to"));
+        let mut inbox = request(Some("sendMessage"), "{}");
+        inbox.reply_to = Some("_INBOX.x1".into());
+        assert!(check(&inbox, &allow(), &replies()).is_ok());
         let mut r = request(Some("sendMessage"), "{}");
         r.options.allow_retry = Some("maybe".into());
-        assert!(check(&r, &allow(), "out.main")
+        assert!(check(&r, &allow(), &replies())
             .unwrap_err()
             .contains(ALLOW_RETRY));
     }
@@ -364,11 +379,11 @@ mod tests {
     #[test]
     fn a_message_is_repeated_only_when_the_caller_allows_it() {
         let mut r = request(Some("sendMessage"), r#"{"chat_id":1,"text":"x"}"#);
-        assert!(!check(&r, &allow(), "out.main").unwrap().repeatable);
+        assert!(!check(&r, &allow(), &replies()).unwrap().repeatable);
         r.options.allow_retry = Some("TRUE".into());
-        assert!(check(&r, &allow(), "out.main").unwrap().repeatable);
+        assert!(check(&r, &allow(), &replies()).unwrap().repeatable);
         let edit = request(Some("editMessageText"), r#"{"chat_id":1,"text":"x"}"#);
-        assert!(check(&edit, &allow(), "out.main").unwrap().repeatable);
+        assert!(check(&edit, &allow(), &replies()).unwrap().repeatable);
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub struct OutboundConfig {
     pub subject: String,
     /// Where a result goes when its call names no `tg-reply-to`.
     pub results: String,
+    /// Where a call's `tg-reply-to` may send its result, besides the bot's `results`
+    /// route and beneath it: NATS subject patterns, for Kafka topics too (`*` one
+    /// token, `>` the rest; `{bot}`, `{bot_id}`). Never inside the updates' routes, a
+    /// dead-letter route, any bot's calls or the relay's own state, whatever it says.
+    pub reply_to: Vec<String>,
+    /// What the relay reads or writes itself (see `reply_to::guarded`): filled in at
+    /// start from the other sections, never configured.
+    #[serde(skip)]
+    pub guarded: Vec<String>,
     /// NATS: the stream holding calls (work-queue retention: a call leaves it once its
     /// result is published) and the default results.
     pub stream: String,
@@ -91,6 +100,8 @@ impl Default for OutboundConfig {
             enabled: false,
             subject: "telegram-out.{bot}".into(),
             results: "telegram-out.{bot}.results".into(),
+            reply_to: vec!["_INBOX.>".into()],
+            guarded: Vec::new(),
             stream: "TELEGRAM_OUT".into(),
             stream_subjects: vec!["telegram-out.>".into()],
             create_stream: true,
@@ -186,6 +197,11 @@ impl OutboundConfig {
                 errors.push(problem(key, e));
             }
         }
+        for pattern in &self.reply_to {
+            if let Err(e) = check_pattern(pattern) {
+                errors.push(problem("reply_to", e));
+            }
+        }
         if self.subject == self.results {
             errors.push(problem(
                 "results",
@@ -235,6 +251,22 @@ impl OutboundConfig {
 fn problem(key: &str, what: String) -> String {
     let var = key.replace('.', "__").to_uppercase();
     format!("outbound.{key} (TGRELAY_OUTBOUND__{var}): {what}")
+}
+
+/// A `reply_to` pattern: tokens of route characters or placeholders, `*`, and `>` last.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    let rendered = super::reply_to::render_pattern(pattern, "bot", 1);
+    let tokens: Vec<&str> = rendered.split('.').collect();
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    let fine = tokens.iter().enumerate().all(|(i, t)| {
+        *t == "*" || (*t == ">" && i == tokens.len() - 1) || (!t.is_empty() && t.chars().all(legal))
+    });
+    if !fine {
+        return Err(format!(
+            "{pattern:?}: tokens of a-z A-Z 0-9 _ - separated by dots, * for one token, > last"
+        ));
+    }
+    Ok(())
 }
 
 /// A template renders a subject, a topic and (for the consumer) a NATS name alike:
@@ -290,11 +322,13 @@ mod tests {
         c.bot_rates.insert("ghost".into(), 5.0);
         c.allow = vec!["getUpdates".into(), "send*".into(), "se nd".into()];
         c.concurrency = 0;
+        c.reply_to = vec!["_INBOX.>".into(), "a.>.b".into()];
         let bots = ["main".to_owned()];
         let errors = c.validate(bots.iter());
         let expect = [
             "outbound.subject (TGRELAY_OUTBOUND__SUBJECT)",
             "outbound.consumer (TGRELAY_OUTBOUND__CONSUMER)",
+            "outbound.reply_to (TGRELAY_OUTBOUND__REPLY_TO): \"a.>.b\"",
             "outbound.bot_rate (TGRELAY_OUTBOUND__BOT_RATE)",
             "outbound.bot_rates.ghost (TGRELAY_OUTBOUND__BOT_RATES__GHOST): no bot",
             "outbound.allow (TGRELAY_OUTBOUND__ALLOW): \"getUpdates\" is always refused",

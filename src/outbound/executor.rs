@@ -26,6 +26,7 @@ use super::call::Answered;
 use super::limiter::{Limiter, Limits};
 use super::metrics::{MethodLabels, OutboundMetrics};
 use super::recent::{fingerprint, Recent};
+use super::reply_to::ReplyPolicy;
 use crate::backoff::Backoff;
 use crate::envelope::BotIdentity;
 use crate::lease::Lease;
@@ -53,8 +54,8 @@ const HELD_RECHECK: Duration = Duration::from_millis(100);
 pub struct Settings {
     pub allow: Vec<String>,
     pub limits: Limits,
-    /// Where this bot's calls come from.
-    pub own_route: String,
+    /// Where results may go when a call names a route.
+    pub replies: ReplyPolicy,
     /// Where results go without `tg-reply-to`.
     pub results_route: String,
     pub concurrency: usize,
@@ -224,7 +225,7 @@ impl Executor {
             return;
         };
         let request = &taken.request;
-        match call::check(request, &self.settings.allow, &self.settings.own_route) {
+        match call::check(request, &self.settings.allow, &self.settings.replies) {
             Err(why) => self.refuse(taken, &why),
             Ok(call) => {
                 self.seq += 1;

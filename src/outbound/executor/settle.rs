@@ -158,7 +158,7 @@ impl Executor {
     pub(super) fn finish(&mut self, taken: Taken, chat: Option<&ChatKey>, answered: &Answered) {
         let request = &taken.request;
         let ce_id = format!("{}:{}", self.bot.id, request.broker_id);
-        let use_reply_to = call::reply_route(request, &self.settings.own_route).is_some();
+        let use_reply_to = call::reply_route(request, &self.settings.replies).is_some();
         let reply = Reply::to(
             request,
             &ce_id,

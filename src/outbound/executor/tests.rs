@@ -118,7 +118,15 @@ impl Harness {
         let settings = Settings {
             allow: vec!["send*".into()],
             limits,
-            own_route: "out.main".into(),
+            replies: crate::outbound::reply_to::ReplyPolicy::new(
+                &crate::outbound::OutboundConfig {
+                    subject: "out.{bot}".into(),
+                    results: "out.{bot}.results".into(),
+                    ..Default::default()
+                },
+                "main",
+                1,
+            ),
             results_route: "out.main.results".into(),
             concurrency: 8,
             max_pending: 100,
