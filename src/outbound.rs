@@ -34,6 +34,7 @@ pub mod limiter;
 pub mod methods;
 pub mod metrics;
 pub mod nats;
+pub mod options;
 pub mod recent;
 pub mod reply_to;
 pub mod snapshot;
@@ -203,6 +204,7 @@ impl Outbound {
             max_pending: c.max_pending,
             call_timeout: c.call_timeout,
             max_attempts: c.max_attempts,
+            max_retry_after: c.max_retry_after,
             dedup_window: c.dedup_window,
             drain_timeout: self.drain_timeout,
         }

@@ -439,3 +439,50 @@ async fn a_reply_to_naming_the_updates_subject_is_refused_and_nothing_lands_ther
     );
     setup.stop().await;
 }
+
+#[tokio::test]
+async fn a_long_flood_wait_and_a_passed_deadline_are_answered_at_once_and_never_sent_late() {
+    let setup = Setup::start_with(8108, "max_retry_after = \"5s\"\n").await;
+    let sends = setup.api.sends();
+    sends.inject_429(&setup.token, "3001", 3600);
+    sends.inject_429(&setup.token, "3003", 3);
+    let text = |chat: i64| format!(r#"{{"chat_id":{chat},"text":"x"}}"#);
+    // Paused for an hour: this call and the next to its chat are answered now.
+    for id in ["w1", "w2"] {
+        setup.publish("sendMessage", &text(3001), id, None).await;
+        let answer = &setup.results(1).await[0];
+        assert_eq!(answer.request_id(), id);
+        assert_eq!(answer.body["error_code"], 429, "{answer:?}");
+        let wait = answer.body["parameters"]["retry_after"].as_u64().unwrap();
+        assert!((3000..=3600).contains(&wait), "{answer:?}");
+        assert_eq!(answer.headers["tg-outcome"], "not_sent");
+    }
+    // A deadline already passed (Unix seconds), and one that passes while its chat
+    // waits out a 429 (RFC 3339).
+    let passed = [("tg-deadline", "1000000000")];
+    setup
+        .publish_with("sendMessage", &text(3002), "d1", &passed)
+        .await;
+    let soon = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let soon = humantime::format_rfc3339_millis(soon).to_string();
+    setup
+        .publish_with("sendMessage", &text(3003), "d2", &[("tg-deadline", &soon)])
+        .await;
+    for id in ["d1", "d2"] {
+        let answer = &setup.results(1).await[0];
+        assert_eq!(answer.request_id(), id);
+        assert_eq!(answer.headers["tg-outcome"], "expired", "{answer:?}");
+        assert_eq!(answer.body["error_code"], 408);
+    }
+    let chats: Vec<String> = sends
+        .sent(&setup.token)
+        .iter()
+        .map(|s| format!("{}/{}", s.chat.clone().unwrap(), s.status))
+        .collect();
+    assert_eq!(
+        chats,
+        ["3001/429", "3003/429"],
+        "nothing sent after its wait or deadline"
+    );
+    setup.stop().await;
+}

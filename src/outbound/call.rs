@@ -7,7 +7,7 @@
 //! `{"ok":false,"error_code":400,...}`. Every result says in `tg-outcome` what
 //! became of the call (see [`Outcome`]).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::de::IgnoredAny;
@@ -15,15 +15,13 @@ use serde::Deserialize;
 
 use super::limiter::ChatKey;
 use super::methods;
+pub use super::options::{Options, ALLOW_RETRY};
 use super::reply_to::ReplyPolicy;
 
 /// The headers of a call.
 pub const METHOD: &str = "tg-method";
 pub const REQUEST_ID: &str = "tg-request-id";
 pub const REPLY_TO: &str = "tg-reply-to";
-/// `true`: the relay may send the call again after an attempt that may have reached
-/// Telegram (a timeout, a reset, a 5xx); the caller accepts a possible duplicate.
-pub const ALLOW_RETRY: &str = "tg-allow-retry";
 /// On every result: what became of the call (see [`Outcome`]).
 pub const OUTCOME: &str = "tg-outcome";
 /// On results the relay makes itself (refusals, give-ups): why.
@@ -44,21 +42,6 @@ pub struct Request {
     pub options: Options,
 }
 
-/// The optional headers that change how a call is run, as they came.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    pub allow_retry: Option<String>,
-}
-
-impl Options {
-    /// Reads them with `header`, which finds a header by name (case-insensitively).
-    pub fn read(header: impl Fn(&str) -> Option<String>) -> Options {
-        Options {
-            allow_retry: header(ALLOW_RETRY),
-        }
-    }
-}
-
 /// What became of a call, as its result's `tg-outcome` header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -73,6 +56,8 @@ pub enum Outcome {
     /// An attempt may have reached Telegram and no answer said what became of it;
     /// the relay does not send it again (unless the caller allowed it).
     Unknown,
+    /// Its `tg-deadline` passed before it could be sent; it was not sent.
+    Expired,
 }
 
 impl Outcome {
@@ -83,6 +68,7 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::NotSent => "not_sent",
             Outcome::Unknown => "unknown",
+            Outcome::Expired => "expired",
         }
     }
 
@@ -117,6 +103,36 @@ impl Answered {
         }
     }
 
+    /// Its deadline passed before it could be sent.
+    pub fn expired() -> Answered {
+        let why = "tg-deadline passed before the call could be sent; it was not sent";
+        Answered {
+            body: relay_answer(408, &format!("Request Timeout: {why}")),
+            relay_error: Some(why.to_owned()),
+            outcome: Outcome::Expired,
+        }
+    }
+
+    /// Telegram asked to wait longer than `outbound.max_retry_after`: not sent, and
+    /// answered like Telegram's 429, with how long is left to wait.
+    pub fn flood_wait(retry_after: Duration) -> Answered {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let why = format!(
+            "Telegram asked to wait {seconds} s more, longer than outbound.max_retry_after; not sent"
+        );
+        let body = serde_json::json!({
+            "ok": false,
+            "error_code": 429,
+            "description": format!("Too Many Requests: retry after {seconds}"),
+            "parameters": { "retry_after": seconds },
+        });
+        Answered {
+            body: Bytes::from(body.to_string()),
+            relay_error: Some(why),
+            outcome: Outcome::NotSent,
+        }
+    }
+
     /// The call may have reached Telegram; `reason` says what happened instead of an answer.
     pub fn unknown(reason: &str) -> Answered {
         let why = format!(
@@ -141,6 +157,8 @@ pub struct Call {
     /// It may be sent again after an attempt that may have reached Telegram: the
     /// method is safe to repeat, or the caller allowed it.
     pub repeatable: bool,
+    /// Not sent after this time (`tg-deadline`).
+    pub deadline: Option<SystemTime>,
 }
 
 /// What a service is told for one call: where, with which headers, which body.
@@ -173,23 +191,14 @@ pub fn check(request: &Request, allow: &[String], replies: &ReplyPolicy) -> Resu
         }
     }
     let chat = chat_of(&request.body)?;
-    let allow_retry = flag(ALLOW_RETRY, request.options.allow_retry.as_deref())?;
+    let allow_retry = request.options.allow_retry()?;
     Ok(Call {
         method: method.to_owned(),
         chat,
         message: methods::is_message(method),
         repeatable: allow_retry || methods::is_repeatable(method),
+        deadline: request.options.deadline()?,
     })
-}
-
-/// A `true`/`false` header; absent is false.
-fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
-    match value.map(str::trim) {
-        None => Ok(false),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-        Some(v) => Err(format!("{name} {v:?} is neither true nor false")),
-    }
 }
 
 /// The target chat of a JSON object body; an error when the body is not an object.

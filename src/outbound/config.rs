@@ -88,6 +88,10 @@ pub struct OutboundConfig {
     /// opened, or, for a call safe to repeat (or allowed with `tg-allow-retry`), a 5xx
     /// or no answer. A 429 waits and is not counted; other 4xx are final at once.
     pub max_attempts: u32,
+    /// Longest wait a 429 may impose on a call: a call whose chat (or bot) Telegram
+    /// paused for longer is answered at once with the 429 and its `retry_after`.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
     /// How long the owner remembers a call's request id (and its result): a call
     /// published again with that id inside it gets the first answer, not a second send.
     #[serde(with = "humantime_serde")]
@@ -122,6 +126,7 @@ impl Default for OutboundConfig {
             max_pending: 10_000,
             call_timeout: Duration::from_secs(20),
             max_attempts: 5,
+            max_retry_after: Duration::from_secs(300),
             dedup_window: Duration::from_secs(600),
         }
     }
@@ -177,6 +182,7 @@ impl OutboundConfig {
         for (key, d) in [
             ("call_timeout", self.call_timeout),
             ("ack_wait", self.ack_wait),
+            ("max_retry_after", self.max_retry_after),
         ] {
             if d < Duration::from_secs(1) {
                 errors.push(problem(key, "must be at least 1s".into()));

@@ -62,6 +62,8 @@ pub struct Settings {
     pub max_pending: usize,
     pub call_timeout: Duration,
     pub max_attempts: u32,
+    /// A call whose scope Telegram paused for longer is answered at once.
+    pub max_retry_after: Duration,
     pub dedup_window: Duration,
     pub drain_timeout: Duration,
 }
@@ -227,8 +229,17 @@ impl Executor {
         let request = &taken.request;
         match call::check(request, &self.settings.allow, &self.settings.replies) {
             Err(why) => self.refuse(taken, &why),
+            Ok(call) if call.deadline.is_some_and(|d| d <= SystemTime::now()) => {
+                self.count(&call.method, "expired");
+                self.finish(taken, call.chat.as_ref(), &Answered::expired());
+            }
             Ok(call) => {
                 self.seq += 1;
+                let deadline = call.deadline.map(|d| {
+                    now + d
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO)
+                });
                 let job = Job {
                     seq: self.seq,
                     taken,
@@ -240,6 +251,7 @@ impl Executor {
                     attempts: 0,
                     failures: 0,
                     reached: false,
+                    deadline,
                     followers: Vec::new(),
                 };
                 let lane = self.lanes.push(job);
@@ -298,23 +310,36 @@ impl Executor {
     }
 
     /// Puts a lane with a call to make in line: ready now, or at the time its chat's
-    /// limits (or its backoff) allow.
+    /// limits (or its backoff) allow. A head that cannot wait that long (its deadline,
+    /// a 429 pause beyond `max_retry_after`) is answered now, and the next one looked at.
     fn schedule(&mut self, lane: LaneKey, now: Instant) {
-        let Some(not_before) = self.lanes.needs_schedule(&lane) else {
-            return;
-        };
-        let head = self
-            .lanes
-            .head(&lane)
-            .expect("a lane to schedule has a call");
-        let mut at = match &head.call.chat {
-            Some(chat) => self.limiter.chat_ready_at(chat, head.call.message, now),
-            None => now,
-        };
-        if let Some(not_before) = not_before {
-            at = at.max(not_before);
+        while let Some(not_before) = self.lanes.needs_schedule(&lane) {
+            let head = self
+                .lanes
+                .head(&lane)
+                .expect("a lane to schedule has a call");
+            let mut at = match &head.call.chat {
+                Some(chat) => self.limiter.chat_ready_at(chat, head.call.message, now),
+                None => now,
+            };
+            if let Some(not_before) = not_before {
+                at = at.max(not_before);
+            }
+            match self.cannot_wait(head, at, now) {
+                Some(answered) => self.conclude(&lane, answered, now),
+                None => return self.lanes.schedule(lane, at, now),
+            }
         }
-        self.lanes.schedule(lane, at, now);
+    }
+
+    /// The answer for a call that would have to wait until `at` and cannot.
+    fn cannot_wait(&self, job: &Job, at: Instant, now: Instant) -> Option<Answered> {
+        if job.deadline.is_some_and(|d| at > d) {
+            return Some(Answered::expired());
+        }
+        let paused = self.limiter.paused_until(job.call.chat.as_ref())?;
+        (at >= paused && paused > now + self.settings.max_retry_after)
+            .then(|| Answered::flood_wait(paused - now))
     }
 
     /// Sends what may go now; returns when to look again if the bot's turn, the lease
@@ -325,11 +350,25 @@ impl Executor {
                 return Some(now + HELD_RECHECK);
             }
             let turn = self.limiter.bot_ready_at(now);
-            if turn > now {
-                return Some(turn);
+            let ready = self.lanes.peek_ready();
+            let (lane, job) = match ready.as_ref().and_then(|l| self.lanes.head(l)) {
+                Some(head) if turn > now => match self.cannot_wait(head, turn, now) {
+                    Some(answered) => {
+                        let lane = self.lanes.start().expect("a lane is ready").0;
+                        self.conclude(&lane, answered, now);
+                        self.schedule(lane, now);
+                        continue;
+                    }
+                    None => return Some(turn),
+                },
+                _ => self.lanes.start().expect("a lane is ready"),
+            };
+            if job.deadline.is_some_and(|d| now > d) {
+                self.conclude(&lane, Answered::expired(), now);
+                self.schedule(lane, now);
+                continue;
             }
             self.limiter.take(now);
-            let (lane, job) = self.lanes.start().expect("a lane is ready");
             if job.attempts == 1 {
                 let bot = [self.bot.name.as_str()];
                 let waited = now.duration_since(job.taken_at).as_secs_f64();

@@ -148,6 +148,12 @@ impl Limiter {
         at
     }
 
+    /// Until when a 429 paused the bot, or `chat`, whichever is later.
+    pub fn paused_until(&self, chat: Option<&ChatKey>) -> Option<Instant> {
+        let chat = chat.and_then(|c| self.chats.get(c)?.paused_until);
+        self.bot_paused_until.max(chat)
+    }
+
     /// Spends the bot's turn on a call made now (when `bot_ready_at` allowed it).
     pub fn take(&mut self, now: Instant) {
         let scheduled = self.next_call.unwrap_or(now);

@@ -36,6 +36,8 @@ pub struct Job {
     pub failures: u32,
     /// An attempt may have reached Telegram.
     pub reached: bool,
+    /// Not sent after this (`tg-deadline`).
+    pub deadline: Option<Instant>,
     /// The same call taken again while this one ran: they get its answer.
     pub followers: Vec<Taken>,
 }
@@ -154,6 +156,14 @@ impl Lanes {
             .filter(|lane| lane.scheduled && lane.ticket == ticket)
     }
 
+    /// The first ready lane, left ready.
+    pub fn peek_ready(&mut self) -> Option<LaneKey> {
+        if !self.has_ready() {
+            return None;
+        }
+        self.ready.front().map(|(key, _)| key.clone())
+    }
+
     /// Takes the first ready lane and marks it busy; its head job is the call to send.
     pub fn start(&mut self) -> Option<(LaneKey, &mut Job)> {
         if !self.has_ready() {
@@ -242,6 +252,7 @@ mod tests {
                 chat: chat.map(ChatKey::Id),
                 message: true,
                 repeatable: false,
+                deadline: None,
             },
             ce_id: format!("1:{seq}"),
             key: format!("1:{seq}"),
@@ -250,6 +261,7 @@ mod tests {
             attempts: 0,
             failures: 0,
             reached: false,
+            deadline: None,
             followers: Vec::new(),
         }
     }

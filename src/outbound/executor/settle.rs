@@ -137,7 +137,7 @@ impl Executor {
     }
 
     /// The lane's head call has its result: published for it and every copy of it.
-    fn conclude(&mut self, lane: &LaneKey, answered: Answered, now: Instant) {
+    pub(super) fn conclude(&mut self, lane: &LaneKey, answered: Answered, now: Instant) {
         let job = self
             .lanes
             .finish(lane)

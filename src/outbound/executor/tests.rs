@@ -132,6 +132,7 @@ impl Harness {
             max_pending: 100,
             call_timeout,
             max_attempts: 3,
+            max_retry_after: Duration::from_secs(5),
             dedup_window: Duration::from_secs(60),
             drain_timeout,
         };
@@ -372,6 +373,7 @@ async fn a_message_that_may_have_reached_telegram_is_never_sent_again_unless_all
     h.publish("sendMessage", late(1), Some("once")).await;
     let allowed = crate::outbound::call::Options {
         allow_retry: Some("true".into()),
+        ..Default::default()
     };
     h.publish_with("sendMessage", late(2), Some("retried"), allowed)
         .await;
