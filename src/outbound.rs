@@ -25,6 +25,7 @@ use crate::route::RouteTemplate;
 use crate::sink::{Connected, SinkKind};
 use crate::source::BotContext;
 
+pub mod body;
 pub mod broker;
 pub mod call;
 pub mod config;
@@ -197,7 +198,8 @@ impl Outbound {
         let c = &self.config;
         Settings {
             allow: c.allow.clone(),
-            limits: Limits::new(c.rate_of(name), c.chat_rate, c.group_chat_rate),
+            limits: Limits::new(c.rate_of(name), c.chat_rate, c.group_chat_rate)
+                .with_paid(c.paid_broadcast_rates.get(name).copied()),
             replies: reply_to::ReplyPolicy::new(c, name, id),
             results_route,
             concurrency: c.concurrency,

@@ -10,9 +10,8 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 
+use super::body;
 use super::limiter::ChatKey;
 use super::methods;
 pub use super::options::{Options, ALLOW_RETRY};
@@ -152,6 +151,14 @@ impl Answered {
 pub struct Call {
     pub method: String,
     pub chat: Option<ChatKey>,
+    /// The inline message it edits, when it names no chat.
+    pub inline_message: Option<String>,
+    /// The business connection it goes through.
+    pub business_connection: Option<String>,
+    /// Messages Telegram counts for it (an album's items; the messages forwarded).
+    pub weight: u32,
+    /// A paid broadcast: its own budget, when the bot has one.
+    pub paid: bool,
     /// It makes or changes a message, so its chat's limits count it.
     pub message: bool,
     /// It may be sent again after an attempt that may have reached Telegram: the
@@ -190,44 +197,18 @@ pub fn check(request: &Request, allow: &[String], replies: &ReplyPolicy) -> Resu
             return Err(why);
         }
     }
-    let chat = chat_of(&request.body)?;
+    let head = body::head(&request.body)?;
     let allow_retry = request.options.allow_retry()?;
     Ok(Call {
         method: method.to_owned(),
-        chat,
+        chat: head.chat,
+        inline_message: head.inline_message,
+        business_connection: head.business_connection,
+        weight: head.weight,
+        paid: head.paid,
         message: methods::is_message(method),
         repeatable: allow_retry || methods::is_repeatable(method),
         deadline: request.options.deadline()?,
-    })
-}
-
-/// The target chat of a JSON object body; an error when the body is not an object.
-fn chat_of(body: &[u8]) -> Result<Option<ChatKey>, String> {
-    #[derive(Deserialize)]
-    struct Head {
-        chat_id: Option<ChatId>,
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ChatId {
-        Id(i64),
-        Text(String),
-        Other(IgnoredAny),
-    }
-    let not_object = || "the body is not a JSON object of the method's parameters".to_owned();
-    // serde reads a struct from an array too; the Bot API takes objects only.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(not_object());
-    }
-    let head: Head = serde_json::from_slice(body).map_err(|_| not_object())?;
-    Ok(match head.chat_id {
-        Some(ChatId::Id(id)) => Some(ChatKey::Id(id)),
-        Some(ChatId::Text(text)) => match text.strip_prefix('@') {
-            Some(name) => Some(ChatKey::Username(name.to_ascii_lowercase())),
-            None => text.trim().parse().ok().map(ChatKey::Id),
-        },
-        // Telegram will refuse it; the call still counts against the bot.
-        Some(ChatId::Other(_)) | None => None,
     })
 }
 

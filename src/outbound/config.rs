@@ -64,6 +64,10 @@ pub struct OutboundConfig {
     pub bot_rate: f64,
     /// Per-bot `bot_rate`, by bot name: `[outbound.bot_rates] news = 1000`.
     pub bot_rates: BTreeMap<String, f64>,
+    /// Paid broadcasts (`allow_paid_broadcast: true`) per second, by bot name, up to
+    /// 1000: their own budget beside `bot_rate`, and Telegram charges Stars for them.
+    /// A bot without one has such calls refused.
+    pub paid_broadcast_rates: BTreeMap<String, f64>,
     /// Messages per second in one chat, any chat (Telegram: one), each counted from
     /// the answer to the chat's previous message.
     pub chat_rate: f64,
@@ -116,6 +120,7 @@ impl Default for OutboundConfig {
             group: "tgrelay-out.{bot}".into(),
             bot_rate: 30.0,
             bot_rates: BTreeMap::new(),
+            paid_broadcast_rates: BTreeMap::new(),
             chat_rate: 1.0,
             group_chat_rate: 20.0,
             allow: methods::DEFAULT_ALLOW
@@ -236,8 +241,22 @@ impl OutboundConfig {
             .bot_rates
             .iter()
             .map(|(name, rate)| (format!("bot_rates.{name}"), *rate));
-        for (key, rate) in rates.into_iter().chain(per_bot) {
-            if let Some(name) = key.strip_prefix("bot_rates.") {
+        let paid = self
+            .paid_broadcast_rates
+            .iter()
+            .map(|(name, rate)| (format!("paid_broadcast_rates.{name}"), *rate));
+        for (key, rate) in rates.into_iter().chain(per_bot).chain(paid) {
+            let name = key
+                .strip_prefix("bot_rates.")
+                .or(key.strip_prefix("paid_broadcast_rates."));
+            if key.starts_with("paid_") && !(rate > 0.0 && rate <= 1000.0) {
+                errors.push(problem(
+                    &key,
+                    format!("{rate} must be above 0 and at most 1000"),
+                ));
+                continue;
+            }
+            if let Some(name) = name {
                 if !bots.clone().any(|b| b == name) {
                     errors.push(problem(&key, "no bot has this name".into()));
                     continue;

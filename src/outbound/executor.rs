@@ -229,6 +229,10 @@ impl Executor {
         let request = &taken.request;
         match call::check(request, &self.settings.allow, &self.settings.replies) {
             Err(why) => self.refuse(taken, &why),
+            Ok(call) if call.paid && self.settings.limits.paid_interval.is_none() => {
+                let why = "allow_paid_broadcast: this bot has no paid broadcast budget (outbound.paid_broadcast_rates)";
+                self.refuse(taken, why);
+            }
             Ok(call) if call.deadline.is_some_and(|d| d <= SystemTime::now()) => {
                 self.count(&call.method, "expired");
                 self.finish(taken, call.chat.as_ref(), &Answered::expired());
@@ -349,9 +353,13 @@ impl Executor {
             if !self.lease.is_valid() || !self.saving.may_send(now) {
                 return Some(now + HELD_RECHECK);
             }
-            let turn = self.limiter.bot_ready_at(now);
             let ready = self.lanes.peek_ready();
-            let (lane, job) = match ready.as_ref().and_then(|l| self.lanes.head(l)) {
+            let head = ready.as_ref().and_then(|l| self.lanes.head(l));
+            let turn = match head {
+                Some(head) if head.call.paid => self.limiter.paid_ready_at(now),
+                _ => self.limiter.bot_ready_at(now),
+            };
+            let (lane, job) = match head {
                 Some(head) if turn > now => match self.cannot_wait(head, turn, now) {
                     Some(answered) => {
                         let lane = self.lanes.start().expect("a lane is ready").0;
@@ -368,7 +376,7 @@ impl Executor {
                 self.schedule(lane, now);
                 continue;
             }
-            self.limiter.take(now);
+            self.limiter.take_n(now, job.call.weight, job.call.paid);
             if job.attempts == 1 {
                 let bot = [self.bot.name.as_str()];
                 let waited = now.duration_since(job.taken_at).as_secs_f64();

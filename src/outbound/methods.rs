@@ -18,6 +18,28 @@ pub const ALWAYS_REFUSED: &[&str] = &[
     "close",
 ];
 
+/// Run only when `outbound.allow` names them, never through a family (`send*`,
+/// `delete*`): they spend the bot's Stars, or delete more than a message.
+pub const BY_NAME_ONLY: &[(&str, &str)] = &[
+    ("sendGift", SPENDS),
+    ("giftPremiumSubscription", SPENDS),
+    ("transferGift", SPENDS),
+    ("upgradeGift", SPENDS),
+    ("convertGiftToStars", SPENDS),
+    ("transferBusinessAccountStars", SPENDS),
+    ("refundStarPayment", SPENDS),
+    ("editUserStarSubscription", SPENDS),
+    ("deleteStickerSet", DELETES),
+    ("deleteStickerFromSet", DELETES),
+    ("deleteChatPhoto", DELETES),
+    ("deleteChatStickerSet", DELETES),
+    ("deleteForumTopic", DELETES),
+    ("deleteMyCommands", DELETES),
+    ("deleteStory", DELETES),
+];
+const SPENDS: &str = "spends the bot's Stars";
+const DELETES: &str = "deletes more than a message";
+
 /// A method name as it may appear in a URL path: 1-64 ASCII letters and digits.
 pub fn is_method_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -39,7 +61,16 @@ pub fn refusal(method: &str, allow: &[String]) -> Option<String> {
     if !allow.iter().any(|pattern| matches(pattern, method)) {
         return Some(format!("{method} is not in outbound.allow"));
     }
-    None
+    let named = |name: &str| allow.iter().any(|p| p.eq_ignore_ascii_case(name));
+    match BY_NAME_ONLY
+        .iter()
+        .find(|(m, _)| m.eq_ignore_ascii_case(method))
+    {
+        Some((name, what)) if !named(name) => Some(format!(
+            "{method} {what}: it runs only when outbound.allow names it, not through a family"
+        )),
+        _ => None,
+    }
 }
 
 /// `send*` matches every name starting with `send`; a plain name matches itself.
@@ -163,6 +194,18 @@ mod tests {
             let why = refusal(method, &allow).expect(method);
             assert!(why.contains("never executed"), "{why}");
         }
+        for method in [
+            "sendGift",
+            "DELETESTICKERSET",
+            "deleteForumTopic",
+            "editUserStarSubscription",
+        ] {
+            let why = refusal(method, &allow).expect(method);
+            assert!(why.contains("not through a family"), "{why}");
+        }
+        let mut named = allow.clone();
+        named.push("sendgift".into());
+        assert_eq!(refusal("sendGift", &named), None);
         for method in ["getChat", "banChatMember", "setMyCommands"] {
             let why = refusal(method, &allow).expect(method);
             assert!(why.contains("not in outbound.allow"), "{why}");

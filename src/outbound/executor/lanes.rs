@@ -1,5 +1,7 @@
-//! Lanes: one queue per chat, each run one call at a time in the order taken, so a
-//! chat's calls reach Telegram in order; a call without a chat gets a lane of its own.
+//! Lanes: one queue per chat (per business connection and chat, for calls through a
+//! business account; per inline message, for edits of one), each run one call at a
+//! time in the order taken, so that their calls reach Telegram in order; a call
+//! naming none of them gets a lane of its own.
 //! A lane with calls is, at any time, waiting for a time (its chat's limits, a
 //! retry's backoff), ready (waiting for the bot's turn, first come first served), or
 //! busy (its head call is with Telegram).
@@ -16,6 +18,9 @@ use super::super::limiter::ChatKey;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LaneKey {
     Chat(ChatKey),
+    /// A business connection, and the chat when the call names one.
+    Business(String, Option<ChatKey>),
+    Inline(String),
     Solo(u64),
 }
 
@@ -65,9 +70,12 @@ pub struct Lanes {
 impl Lanes {
     /// Queues a job at the back of its chat's lane (or a lane of its own).
     pub fn push(&mut self, job: Job) -> LaneKey {
-        let key = match &job.call.chat {
-            Some(chat) => LaneKey::Chat(chat.clone()),
-            None => {
+        let call = &job.call;
+        let key = match (&call.business_connection, &call.chat, &call.inline_message) {
+            (Some(b), chat, _) => LaneKey::Business(b.clone(), chat.clone()),
+            (None, Some(chat), _) => LaneKey::Chat(chat.clone()),
+            (None, None, Some(inline)) => LaneKey::Inline(inline.clone()),
+            (None, None, None) => {
                 self.next_solo += 1;
                 LaneKey::Solo(self.next_solo)
             }
@@ -251,6 +259,10 @@ mod tests {
                 method: "sendMessage".into(),
                 chat: chat.map(ChatKey::Id),
                 message: true,
+                inline_message: None,
+                business_connection: None,
+                weight: 1,
+                paid: false,
                 repeatable: false,
                 deadline: None,
             },
@@ -285,6 +297,30 @@ mod tests {
         assert_eq!(lanes.finish(&a).unwrap().seq, 1);
         lanes.schedule(a.clone(), now, now);
         assert_eq!(lanes.start().unwrap().1.seq, 2);
+    }
+
+    #[test]
+    fn inline_messages_and_business_chats_have_lanes_of_their_own() {
+        let mut lanes = Lanes::default();
+        let mut inline = job(1, None);
+        inline.call.inline_message = Some("m1".into());
+        let a = lanes.push(inline);
+        let mut again = job(2, None);
+        again.call.inline_message = Some("m1".into());
+        assert_eq!(
+            lanes.push(again),
+            a,
+            "edits of one inline message, in order"
+        );
+        let mut business = job(3, Some(5));
+        business.call.business_connection = Some("b".into());
+        let b = lanes.push(business);
+        assert_ne!(
+            b,
+            lanes.push(job(4, Some(5))),
+            "the bot's own chat 5 is another"
+        );
+        assert_ne!(lanes.push(job(5, None)), lanes.push(job(6, None)));
     }
 
     #[test]

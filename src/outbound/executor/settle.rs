@@ -31,17 +31,18 @@ impl Executor {
             .lanes
             .head(&lane)
             .expect("an attempted call heads its lane");
-        let (method, chat, message) = (
+        let (method, chat, message, weight) = (
             job.call.method.clone(),
             job.call.chat.clone(),
             job.call.message,
+            job.call.weight,
         );
         self.observe(&method, started, &outcome);
         let verdict = verdict(&outcome);
         let answered = !matches!(verdict, Verdict::RetryAfter { .. });
         if let (true, true, Some(chat)) = (message, answered, &chat) {
             // Counted even when it failed: Telegram may have sent it.
-            self.limiter.answered(chat, now);
+            self.limiter.answered_n(chat, now, weight);
             self.saving.mark(now);
         }
         match verdict {

@@ -304,20 +304,27 @@ async fn refused_and_repeated_calls_get_answers_without_a_second_send() {
         .await;
     h.publish("sendMessage", serde_json::json!([1, 2]), Some("b"))
         .await;
+    // Paid broadcasts need a budget this bot has not got.
+    h.publish(
+        "sendMessage",
+        serde_json::json!({"chat_id": 7, "text": "$", "allow_paid_broadcast": true}),
+        Some("p"),
+    )
+    .await;
     h.publish(
         "sendMessage",
         serde_json::json!({"chat_id": 5, "text": "once"}),
         Some("c"),
     )
     .await;
-    let first = h.results(3).await;
+    let first = h.results(4).await;
     h.publish(
         "sendMessage",
         serde_json::json!({"chat_id": 5, "text": "once"}),
         Some("c"),
     )
     .await;
-    h.results(4).await;
+    h.results(5).await;
     // The id of a refused call may be used again; an id answered by Telegram may
     // not name another call.
     h.publish(
@@ -332,18 +339,18 @@ async fn refused_and_repeated_calls_get_answers_without_a_second_send() {
         Some("c"),
     )
     .await;
-    let results = h.results(6).await;
+    let results = h.results(7).await;
     let calls = h.telegram.calls.lock().unwrap().clone();
     let log = h.stop().await;
     assert_eq!(calls, ["5:once", "6:now valid"]);
-    assert_eq!(log.iter().filter(|l| l.starts_with("ack")).count(), 6);
+    assert_eq!(log.iter().filter(|l| l.starts_with("ack")).count(), 7);
     let by_id = |id: &str| {
         results
             .iter()
             .filter(|r| header(r, "tg-request-id") == Some(id))
             .collect::<Vec<_>>()
     };
-    for id in ["a", "b"] {
+    for id in ["a", "b", "p"] {
         let refused = by_id(id);
         let body: Value = serde_json::from_slice(&refused[0].body).unwrap();
         assert_eq!(
@@ -362,7 +369,7 @@ async fn refused_and_repeated_calls_get_answers_without_a_second_send() {
         .unwrap()
         .contains("different call"));
     assert_eq!(header(by_id("b")[1], "tg-outcome"), Some("ok"));
-    assert_eq!(first.len(), 3);
+    assert_eq!(first.len(), 4);
 }
 
 #[tokio::test]
