@@ -204,6 +204,7 @@ impl Outbound {
             results_route,
             concurrency: c.concurrency,
             max_pending: c.max_pending,
+            max_pending_per_chat: c.max_pending_per_chat,
             call_timeout: c.call_timeout,
             max_attempts: c.max_attempts,
             max_retry_after: c.max_retry_after,

@@ -132,6 +132,18 @@ impl Answered {
         }
     }
 
+    /// Its chat has `cap` calls waiting already: not sent; the caller may send it later.
+    pub fn lane_full(cap: usize) -> Answered {
+        let why = format!(
+            "{cap} calls of this chat are waiting already (outbound.max_pending_per_chat); not sent"
+        );
+        Answered {
+            body: relay_answer(429, &format!("Too Many Requests: {why}")),
+            relay_error: Some(why),
+            outcome: Outcome::NotSent,
+        }
+    }
+
     /// The call may have reached Telegram; `reason` says what happened instead of an answer.
     pub fn unknown(reason: &str) -> Answered {
         let why = format!(
@@ -159,6 +171,8 @@ pub struct Call {
     pub weight: u32,
     /// A paid broadcast: its own budget, when the bot has one.
     pub paid: bool,
+    /// It goes before bulk calls (`tg-priority`; `answer*` and `edit*` by default).
+    pub interactive: bool,
     /// It makes or changes a message, so its chat's limits count it.
     pub message: bool,
     /// It may be sent again after an attempt that may have reached Telegram: the
@@ -206,6 +220,10 @@ pub fn check(request: &Request, allow: &[String], replies: &ReplyPolicy) -> Resu
         business_connection: head.business_connection,
         weight: head.weight,
         paid: head.paid,
+        interactive: request
+            .options
+            .interactive()?
+            .unwrap_or_else(|| methods::is_interactive(method)),
         message: methods::is_message(method),
         repeatable: allow_retry || methods::is_repeatable(method),
         deadline: request.options.deadline()?,

@@ -83,6 +83,10 @@ pub struct OutboundConfig {
     /// Calls of one bot taken from the broker and not yet answered; more wait in the
     /// broker (back-pressure).
     pub max_pending: usize,
+    /// Calls of one chat (or inline message, or business chat) taken and not yet
+    /// answered: a call beyond it is answered at once (429, not sent), so that one
+    /// busy chat cannot fill `max_pending` and hold every other chat's calls up.
+    pub max_pending_per_chat: usize,
     /// How long one Bot API call may take before it counts as failed (its outcome
     /// unknown: Telegram may have done it). A stop waits this long for calls with
     /// Telegram.
@@ -129,6 +133,7 @@ impl Default for OutboundConfig {
                 .collect(),
             concurrency: 32,
             max_pending: 10_000,
+            max_pending_per_chat: 1_000,
             call_timeout: Duration::from_secs(20),
             max_attempts: 5,
             max_retry_after: Duration::from_secs(300),
@@ -176,6 +181,7 @@ impl OutboundConfig {
         for (key, value) in [
             ("concurrency", self.concurrency),
             ("max_pending", self.max_pending),
+            ("max_pending_per_chat", self.max_pending_per_chat),
         ] {
             if value == 0 {
                 errors.push(problem(key, "must be at least 1".into()));

@@ -60,6 +60,8 @@ pub struct Settings {
     pub results_route: String,
     pub concurrency: usize,
     pub max_pending: usize,
+    /// Calls of one lane taken and not yet answered; more are answered at once.
+    pub max_pending_per_chat: usize,
     pub call_timeout: Duration,
     pub max_attempts: u32,
     /// A call whose scope Telegram paused for longer is answered at once.
@@ -233,6 +235,11 @@ impl Executor {
                 let why = "allow_paid_broadcast: this bot has no paid broadcast budget (outbound.paid_broadcast_rates)";
                 self.refuse(taken, why);
             }
+            Ok(call) if self.lane_is_full(&call) => {
+                self.count(&call.method, "not_sent");
+                let answered = Answered::lane_full(self.settings.max_pending_per_chat);
+                self.finish(taken, call.chat.as_ref(), &answered);
+            }
             Ok(call) if call.deadline.is_some_and(|d| d <= SystemTime::now()) => {
                 self.count(&call.method, "expired");
                 self.finish(taken, call.chat.as_ref(), &Answered::expired());
@@ -302,6 +309,12 @@ impl Executor {
             }
         }
         None
+    }
+
+    /// Whether the lane of `call` holds as many calls as one chat may.
+    fn lane_is_full(&self, call: &call::Call) -> bool {
+        Lanes::key_of(call)
+            .is_some_and(|key| self.lanes.len(&key) >= self.settings.max_pending_per_chat)
     }
 
     /// Refuses a call: it never reaches Telegram, and a repeat of it is judged afresh.

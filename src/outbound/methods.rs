@@ -140,6 +140,14 @@ pub fn is_repeatable(method: &str) -> bool {
         })
 }
 
+/// Whether a call answers a user who is waiting (a callback, an inline query) or
+/// edits what they interact with: it goes before bulk calls unless told otherwise.
+pub fn is_interactive(method: &str) -> bool {
+    ["answer", "edit"]
+        .iter()
+        .any(|family| matches(&format!("{family}*"), method))
+}
+
 /// Problems of an allow-list: malformed entries, and entries naming a method that is
 /// always refused (which would silently do nothing).
 pub fn check_allow_list(allow: &[String]) -> Vec<String> {

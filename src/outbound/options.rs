@@ -6,17 +6,21 @@
 //!   its user may get it twice.
 //! - `tg-deadline`: an RFC 3339 time (`2026-12-06T22:30:00Z`, `…+01:00`) or Unix
 //!   seconds after which the call is answered as expired, never sent.
+//! - `tg-priority`: `interactive` (goes before every bulk call waiting for the bot's
+//!   turn) or `bulk`; by default `answer*` and `edit*` calls are interactive.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const ALLOW_RETRY: &str = "tg-allow-retry";
 pub const DEADLINE: &str = "tg-deadline";
+pub const PRIORITY: &str = "tg-priority";
 
 /// The optional headers, as they came.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub allow_retry: Option<String>,
     pub deadline: Option<String>,
+    pub priority: Option<String>,
 }
 
 impl Options {
@@ -25,6 +29,7 @@ impl Options {
         Options {
             allow_retry: header(ALLOW_RETRY),
             deadline: header(DEADLINE),
+            priority: header(PRIORITY),
         }
     }
 
@@ -35,6 +40,16 @@ impl Options {
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
             Some(v) => Err(format!("{ALLOW_RETRY} {v:?} is neither true nor false")),
+        }
+    }
+
+    /// `tg-priority`: whether the call is interactive; `None` when not given.
+    pub fn interactive(&self) -> Result<Option<bool>, String> {
+        match self.priority.as_deref().map(str::trim) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("interactive") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("bulk") => Ok(Some(false)),
+            Some(v) => Err(format!("{PRIORITY} {v:?} is neither interactive nor bulk")),
         }
     }
 

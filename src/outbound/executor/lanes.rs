@@ -3,8 +3,9 @@
 //! time in the order taken, so that their calls reach Telegram in order; a call
 //! naming none of them gets a lane of its own.
 //! A lane with calls is, at any time, waiting for a time (its chat's limits, a
-//! retry's backoff), ready (waiting for the bot's turn, first come first served), or
-//! busy (its head call is with Telegram).
+//! retry's backoff), ready (waiting for the bot's turn, first come first served
+//! within its class: a lane whose head call is interactive goes before every bulk
+//! one), or busy (its head call is with Telegram).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -61,13 +62,29 @@ struct Lane {
 #[derive(Default)]
 pub struct Lanes {
     lanes: HashMap<LaneKey, Lane>,
-    ready: VecDeque<(LaneKey, u64)>,
+    /// Ready lanes, interactive ones first (`[interactive, bulk]`).
+    ready: [VecDeque<(LaneKey, u64)>; 2],
     timers: BinaryHeap<Reverse<(Instant, LaneKey, u64)>>,
     next_solo: u64,
     next_ticket: u64,
 }
 
 impl Lanes {
+    /// The lane a call goes to, when it has one to share with others.
+    pub fn key_of(call: &Call) -> Option<LaneKey> {
+        match (&call.business_connection, &call.chat, &call.inline_message) {
+            (Some(b), chat, _) => Some(LaneKey::Business(b.clone(), chat.clone())),
+            (None, Some(chat), _) => Some(LaneKey::Chat(chat.clone())),
+            (None, None, Some(inline)) => Some(LaneKey::Inline(inline.clone())),
+            (None, None, None) => None,
+        }
+    }
+
+    /// Calls waiting or running in a lane.
+    pub fn len(&self, key: &LaneKey) -> usize {
+        self.lanes.get(key).map_or(0, |lane| lane.jobs.len())
+    }
+
     /// Queues a job at the back of its chat's lane (or a lane of its own).
     pub fn push(&mut self, job: Job) -> LaneKey {
         let call = &job.call;
@@ -119,7 +136,11 @@ impl Lanes {
         lane.scheduled = true;
         lane.ticket = self.next_ticket;
         if at <= now {
-            self.ready.push_back((key, lane.ticket));
+            let class = match lane.jobs.front() {
+                Some(job) if job.call.interactive => 0,
+                _ => 1,
+            };
+            self.ready[class].push_back((key, lane.ticket));
         } else {
             self.timers.push(Reverse((at, key, lane.ticket)));
         }
@@ -147,14 +168,21 @@ impl Lanes {
 
     /// Whether a lane is ready (dropping stale entries at the front).
     pub fn has_ready(&mut self) -> bool {
-        while let Some((key, ticket)) = self.ready.front() {
-            let (key, ticket) = (key.clone(), *ticket);
-            if self.live(&key, ticket).is_some() {
-                return true;
+        self.first_ready().is_some()
+    }
+
+    /// Which ready queue holds the next lane to go, if any (dropping stale entries).
+    fn first_ready(&mut self) -> Option<usize> {
+        for class in 0..self.ready.len() {
+            while let Some((key, ticket)) = self.ready[class].front() {
+                let (key, ticket) = (key.clone(), *ticket);
+                if self.live(&key, ticket).is_some() {
+                    return Some(class);
+                }
+                self.ready[class].pop_front();
             }
-            self.ready.pop_front();
         }
-        false
+        None
     }
 
     /// The lane an entry of `ready` or `timers` stands for, unless the entry is stale.
@@ -166,18 +194,14 @@ impl Lanes {
 
     /// The first ready lane, left ready.
     pub fn peek_ready(&mut self) -> Option<LaneKey> {
-        if !self.has_ready() {
-            return None;
-        }
-        self.ready.front().map(|(key, _)| key.clone())
+        let class = self.first_ready()?;
+        self.ready[class].front().map(|(key, _)| key.clone())
     }
 
     /// Takes the first ready lane and marks it busy; its head job is the call to send.
     pub fn start(&mut self) -> Option<(LaneKey, &mut Job)> {
-        if !self.has_ready() {
-            return None;
-        }
-        let (key, _) = self.ready.pop_front()?;
+        let class = self.first_ready()?;
+        let (key, _) = self.ready[class].pop_front()?;
         let lane = self.lanes.get_mut(&key).expect("a ready lane exists");
         lane.scheduled = false;
         lane.busy = true;
@@ -216,7 +240,7 @@ impl Lanes {
             }
             lane.scheduled = false;
         }
-        self.ready.clear();
+        self.ready.iter_mut().for_each(VecDeque::clear);
         self.timers.clear();
         jobs.sort_by_key(|j| j.seq);
         jobs
@@ -263,6 +287,7 @@ mod tests {
                 business_connection: None,
                 weight: 1,
                 paid: false,
+                interactive: false,
                 repeatable: false,
                 deadline: None,
             },
@@ -321,6 +346,22 @@ mod tests {
             "the bot's own chat 5 is another"
         );
         assert_ne!(lanes.push(job(5, None)), lanes.push(job(6, None)));
+    }
+
+    #[test]
+    fn an_interactive_call_goes_before_every_bulk_one() {
+        let mut lanes = Lanes::default();
+        let now = Instant::now();
+        for seq in 1..=3 {
+            let key = lanes.push(job(seq, Some(seq as i64)));
+            lanes.schedule(key, now, now);
+        }
+        let mut answer = job(4, None);
+        answer.call.interactive = true;
+        let key = lanes.push(answer);
+        lanes.schedule(key, now, now);
+        let order: Vec<u64> = std::iter::from_fn(|| lanes.start().map(|(_, j)| j.seq)).collect();
+        assert_eq!(order, [4, 1, 2, 3]);
     }
 
     #[test]

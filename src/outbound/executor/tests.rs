@@ -107,6 +107,14 @@ impl Harness {
         call_timeout: Duration,
         drain_timeout: Duration,
     ) -> Harness {
+        Harness::start_custom(limits, |s| {
+            s.call_timeout = call_timeout;
+            s.drain_timeout = drain_timeout;
+        })
+        .await
+    }
+
+    async fn start_custom(limits: Limits, custom: impl FnOnce(&mut Settings)) -> Harness {
         let telegram = Telegram::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -130,12 +138,15 @@ impl Harness {
             results_route: "out.main.results".into(),
             concurrency: 8,
             max_pending: 100,
-            call_timeout,
+            max_pending_per_chat: 100,
+            call_timeout: Duration::from_secs(5),
             max_attempts: 3,
             max_retry_after: Duration::from_secs(5),
             dedup_window: Duration::from_secs(60),
-            drain_timeout,
+            drain_timeout: Duration::from_secs(5),
         };
+        let mut settings = settings;
+        custom(&mut settings);
         let executor = Executor::new(Parts {
             bot: Arc::new(BotIdentity::new("main", 1)),
             api: BotApi::new(BotApi::http_client(), &url, Secret::new("1:T")),
@@ -456,4 +467,49 @@ async fn a_stop_waits_for_a_call_with_telegram_past_the_drain_timeout() {
     let results = memory.results.lock().unwrap().clone();
     assert_eq!(results.len(), 1);
     assert_eq!(header(&results[0], "tg-outcome"), Some("ok"));
+}
+
+#[tokio::test]
+async fn an_interactive_call_overtakes_bulk_ones_and_one_chat_cannot_fill_the_queue() {
+    // Five calls a second: the bulk calls queue for the bot's turns.
+    let mut h = Harness::start_custom(Limits::new(5.0, 100.0, 6000.0), |s| {
+        s.max_pending_per_chat = 3;
+        s.allow.push("answer*".into());
+    })
+    .await;
+    for chat in 1..=6 {
+        h.publish(
+            "sendMessage",
+            serde_json::json!({"chat_id": chat, "text": "bulk"}),
+            None,
+        )
+        .await;
+    }
+    for _ in 0..4 {
+        h.publish(
+            "sendMessage",
+            serde_json::json!({"chat_id": -9, "text": "busy"}),
+            None,
+        )
+        .await;
+    }
+    h.publish(
+        "answerCallbackQuery",
+        serde_json::json!({"callback_query_id": "q"}),
+        None,
+    )
+    .await;
+    let results = h.results(11).await;
+    let calls = h.telegram.calls.lock().unwrap().clone();
+    h.stop().await;
+    let answered_at = calls
+        .iter()
+        .position(|c| c.ends_with("answerCallbackQuery"));
+    assert!(answered_at.is_some_and(|i| i <= 2), "{calls:?}");
+    let full: Vec<&Reply> = results
+        .iter()
+        .filter(|r| header(r, "tg-outcome") == Some("not_sent"))
+        .collect();
+    assert_eq!(full.len(), 1, "the fourth call of chat -9");
+    assert_eq!(calls.iter().filter(|c| c.starts_with("-9:")).count(), 3);
 }
