@@ -269,6 +269,16 @@ async fn a_service_waiting_on_its_own_subject_gets_its_answer_there() {
         Some("sendMessage")
     );
     assert!(answer.headers["ce-id"].starts_with("8104:"), "{answer:?}");
+    let ce = |name: &str| answer.headers.get(name).map(String::as_str);
+    assert_eq!(ce("ce-specversion"), Some("1.0"));
+    assert_eq!(ce("ce-source"), Some("/telegram/bot/8104"));
+    assert_eq!(ce("ce-type"), Some("org.telegram.result.sendMessage"));
+    assert_eq!(ce("ce-subject"), Some("77"));
+    assert_eq!(ce("tg-outcome"), Some("ok"));
+    assert!(
+        ce("ce-time").is_some_and(|t| humantime::parse_rfc3339(t).is_ok()),
+        "{answer:?}"
+    );
     setup.stop().await;
 }
 

@@ -96,11 +96,16 @@ async fn a_flood_from_several_producers_gets_one_result_per_call_in_order_within
         "no call sent twice"
     );
     for answer in &answers {
-        assert_eq!(
-            answer.headers.get("ce-id"),
-            answer.headers.get("ce_id"),
-            "{answer:?}"
-        );
+        for attribute in ["id", "specversion", "source", "type", "time", "subject"] {
+            let dash = answer.headers.get(&format!("ce-{attribute}"));
+            assert!(dash.is_some(), "{answer:?}");
+            assert_eq!(
+                dash,
+                answer.headers.get(&format!("ce_{attribute}")),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(answer.headers["ce_type"], "org.telegram.result.sendMessage");
     }
     setup.stop().await;
 }

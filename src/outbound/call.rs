@@ -16,6 +16,7 @@ use super::limiter::ChatKey;
 use super::methods;
 pub use super::options::{Options, ALLOW_RETRY};
 use super::reply_to::ReplyPolicy;
+use crate::cloudevent::{DATA_CONTENT_TYPE, SPEC_VERSION};
 
 /// The headers of a call.
 pub const METHOD: &str = "tg-method";
@@ -23,6 +24,8 @@ pub const REQUEST_ID: &str = "tg-request-id";
 pub const REPLY_TO: &str = "tg-reply-to";
 /// On every result: what became of the call (see [`Outcome`]).
 pub const OUTCOME: &str = "tg-outcome";
+/// `ce-type` of results: `org.telegram.result.<method>`.
+pub const RESULT_TYPE: &str = "org.telegram.result";
 /// On results the relay makes itself (refusals, give-ups): why.
 pub const RELAY_ERROR: &str = "tgrelay-error";
 
@@ -256,11 +259,12 @@ pub fn relay_answer(error_code: u16, description: &str) -> Bytes {
 }
 
 impl Reply {
-    /// The result of `request`: to its `tg-reply-to` (`reply_to` tells whether to use
-    /// it), else to `default_route`.
+    /// The result of `request` for bot `bot_id`: to its `tg-reply-to` (`reply_to`
+    /// tells whether to use it), else to `default_route`; its chat is `chat`, else
+    /// the one its body names.
     pub fn to(
         request: &Request,
-        ce_id: &str,
+        bot_id: u64,
         chat: Option<&ChatKey>,
         default_route: &str,
         use_reply_to: bool,
@@ -270,10 +274,10 @@ impl Reply {
             Some(route) if use_reply_to => route.clone(),
             _ => default_route.to_owned(),
         };
-        let mut headers = vec![
-            ("ce-id", ce_id.to_owned()),
-            ("content-type", "application/json".into()),
-        ];
+        let ce_id = format!("{bot_id}:{}", request.broker_id);
+        let named = body::head(&request.body).ok().and_then(|h| h.chat);
+        let chat = chat.or(named.as_ref());
+        let mut headers = cloud_event(request, bot_id, &ce_id, chat);
         if let Some(method) = &request.method {
             headers.push((METHOD, one_line(method)));
         }
@@ -287,10 +291,7 @@ impl Reply {
         let key = match chat {
             Some(ChatKey::Id(id)) => id.to_string(),
             Some(chat) => chat.to_string(),
-            None => request
-                .request_id
-                .clone()
-                .unwrap_or_else(|| ce_id.to_owned()),
+            None => request.request_id.clone().unwrap_or(ce_id),
         };
         Reply {
             route,
@@ -299,6 +300,33 @@ impl Reply {
             body: answered.body.clone(),
         }
     }
+}
+
+/// The CloudEvents attributes of a result, as the updates carry them (binary mode):
+/// `ce-type` is `org.telegram.result.<method>`, `ce-subject` the chat when there is one.
+fn cloud_event(
+    request: &Request,
+    bot_id: u64,
+    ce_id: &str,
+    chat: Option<&ChatKey>,
+) -> Vec<(&'static str, String)> {
+    let kind = match request.method.as_deref() {
+        Some(method) if methods::is_method_name(method) => format!("{RESULT_TYPE}.{method}"),
+        _ => RESULT_TYPE.to_owned(),
+    };
+    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let mut headers = vec![
+        ("ce-specversion", SPEC_VERSION.to_owned()),
+        ("ce-id", ce_id.to_owned()),
+        ("ce-source", format!("/telegram/bot/{bot_id}")),
+        ("ce-type", kind),
+        ("ce-time", now),
+        ("content-type", DATA_CONTENT_TYPE.to_owned()),
+    ];
+    if let Some(chat) = chat {
+        headers.push(("ce-subject", chat.to_string()));
+    }
+    headers
 }
 
 /// Header values are one line.
@@ -400,7 +428,7 @@ mod tests {
         r.reply_to = Some("svc.replies".into());
         let chat = ChatKey::Id(-5);
         let refused = Answered::refused("x\ny");
-        let reply = Reply::to(&r, "9:7", Some(&chat), "out.main.results", true, &refused);
+        let reply = Reply::to(&r, 9, Some(&chat), "out.main.results", true, &refused);
         assert_eq!(
             (reply.route.as_str(), reply.key.as_str()),
             ("svc.replies", "-5")
@@ -413,6 +441,11 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(header("ce-id"), Some("9:7"));
+        assert_eq!(header("ce-specversion"), Some("1.0"));
+        assert_eq!(header("ce-source"), Some("/telegram/bot/9"));
+        assert_eq!(header("ce-type"), Some("org.telegram.result.sendMessage"));
+        assert_eq!(header("ce-subject"), Some("-5"));
+        assert!(header("ce-time").is_some_and(|t| humantime::parse_rfc3339(t).is_ok()));
         assert_eq!(header(METHOD), Some("sendMessage"));
         assert_eq!(header(REQUEST_ID), Some("r-1"));
         assert_eq!(header(RELAY_ERROR), Some("x y"));
@@ -426,7 +459,7 @@ mod tests {
             relay_error: None,
             outcome: Outcome::Ok,
         };
-        let reply = Reply::to(&r, "9:7", None, "out.main.results", false, &told);
+        let reply = Reply::to(&r, 9, None, "out.main.results", false, &told);
         assert_eq!(
             (reply.route.as_str(), reply.key.as_str()),
             ("out.main.results", "r-1")

@@ -158,11 +158,10 @@ impl Executor {
     /// Publishes a call's result, then acknowledges it, in a task of its own.
     pub(super) fn finish(&mut self, taken: Taken, chat: Option<&ChatKey>, answered: &Answered) {
         let request = &taken.request;
-        let ce_id = format!("{}:{}", self.bot.id, request.broker_id);
         let use_reply_to = call::reply_route(request, &self.settings.replies).is_some();
         let reply = Reply::to(
             request,
-            &ce_id,
+            self.bot.id,
             chat,
             &self.settings.results_route,
             use_reply_to,
