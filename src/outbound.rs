@@ -25,6 +25,7 @@ use crate::route::RouteTemplate;
 use crate::sink::{Connected, SinkKind};
 use crate::source::BotContext;
 
+pub mod answer;
 pub mod body;
 pub mod broker;
 pub mod call;
