@@ -7,10 +7,11 @@
 //! supervisor, which runs a bot's calls beside its source under the bot's own token,
 //! so that only the bot's owner executes them and a handover stops them cleanly.
 //!
-//! Modules: [`config`] and [`methods`] say what runs; [`call`] reads a call and shapes
-//! its result; [`limiter`] and [`snapshot`] keep the flood limits, across owners too;
-//! [`executor`] runs one bot's calls; [`nats`] and [`kafka`] are the brokers' sides of
-//! [`broker`]'s traits; [`recent`] answers a repeated call from memory.
+//! Modules: [`config`] and [`methods`] say what runs; [`call`] reads a call (its
+//! [`body`], its [`options`]) and shapes its result ([`answer`]); [`reply_to`] says
+//! where a result may go; [`limiter`] and [`snapshot`] keep the flood limits, across
+//! owners too; [`executor`] runs one bot's calls; [`nats`] and [`kafka`] are the
+//! brokers' sides of [`broker`]'s traits; [`recent`] answers a repeated call from memory.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

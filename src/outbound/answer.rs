@@ -17,7 +17,8 @@ pub enum Outcome {
     Error,
     /// The relay refused the call; it never reached Telegram.
     Refused,
-    /// The relay gave up before any attempt could have reached Telegram.
+    /// Not sent, and the caller may send it again: no attempt could reach Telegram,
+    /// Telegram asked to wait longer than allowed, or the chat had too many calls waiting.
     NotSent,
     /// An attempt may have reached Telegram and no answer said what became of it;
     /// the relay does not send it again (unless the caller allowed it).
