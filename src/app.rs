@@ -179,7 +179,10 @@ impl Relay {
             supervisor,
             shutdown,
             sink: self.sink,
-            drain_timeout: self.config.drain_timeout,
+            drain_timeout: self
+                .config
+                .outbound
+                .stop_deadline(self.config.drain_timeout),
         })
     }
 }
@@ -312,6 +315,14 @@ impl BringUp {
         ownership.run(bots, supervisor, shutdown).await;
     }
 
+    /// `[outbound]` with what the relay reads and writes itself, where no result may go.
+    fn outbound_config(&self) -> crate::outbound::OutboundConfig {
+        let mut outbound = self.config.outbound.clone();
+        let c = &self.config;
+        outbound.guarded = crate::outbound::reply_to::guarded(&c.sink, &c.cluster.name, &outbound);
+        outbound
+    }
+
     /// Connects the sink and the ownership, retrying with backoff until both answer.
     async fn connect(&self, bots: &Bots) -> Box<dyn Ownership> {
         let Some(connecting) = &self.connecting else {
@@ -333,8 +344,9 @@ impl BringUp {
                 )
                 .await?;
                 // Last: it registers its metrics once it connected.
+                let outbound = self.outbound_config();
                 let setup = OutboundSetup {
-                    config: &self.config.outbound,
+                    config: &outbound,
                     bots: configured
                         .iter()
                         .map(|(n, b)| (n.clone(), b.bot_id()))

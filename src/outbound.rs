@@ -7,10 +7,11 @@
 //! supervisor, which runs a bot's calls beside its source under the bot's own token,
 //! so that only the bot's owner executes them and a handover stops them cleanly.
 //!
-//! Modules: [`config`] and [`methods`] say what runs; [`call`] reads a call and shapes
-//! its result; [`limiter`] and [`snapshot`] keep the flood limits, across owners too;
-//! [`executor`] runs one bot's calls; [`nats`] and [`kafka`] are the brokers' sides of
-//! [`broker`]'s traits; [`recent`] answers a repeated call from memory.
+//! Modules: [`config`] and [`methods`] say what runs; [`call`] reads a call (its
+//! [`body`], its [`options`]) and shapes its result ([`answer`]); [`reply_to`] says
+//! where a result may go; [`limiter`] and [`snapshot`] keep the flood limits, across
+//! owners too; [`executor`] runs one bot's calls; [`nats`] and [`kafka`] are the
+//! brokers' sides of [`broker`]'s traits; [`recent`] answers a repeated call from memory.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,6 +26,8 @@ use crate::metrics::Metrics;
 use crate::route::RouteTemplate;
 use crate::source::BotContext;
 
+pub mod answer;
+pub mod body;
 pub mod broker;
 pub mod call;
 pub mod config;
@@ -34,7 +37,9 @@ pub mod limiter;
 pub mod methods;
 pub mod metrics;
 pub mod nats;
+pub mod options;
 pub mod recent;
+pub mod reply_to;
 pub mod snapshot;
 
 pub use config::OutboundConfig;
@@ -127,7 +132,7 @@ impl Outbound {
                 .render_with(&bot.name, bot.id, "")
         };
         let own_route = render(&self.config.subject);
-        let settings = self.settings(&bot.name, own_route.clone(), render(&self.config.results));
+        let settings = self.settings(&bot.name, bot.id, render(&self.config.results));
         if let Broker::Kafka(k) = &self.broker {
             // A bot added while the relay runs: its topics were not there at start.
             if let Err(e) = k.ensure_topics(&[(bot.name.clone(), bot.id)]).await {
@@ -193,17 +198,20 @@ impl Outbound {
         }
     }
 
-    fn settings(&self, name: &str, own_route: String, results_route: String) -> Settings {
+    fn settings(&self, name: &str, id: u64, results_route: String) -> Settings {
         let c = &self.config;
         Settings {
             allow: c.allow.clone(),
-            limits: Limits::new(c.rate_of(name), c.chat_rate, c.group_chat_rate),
-            own_route,
+            limits: Limits::new(c.rate_of(name), c.chat_rate, c.group_chat_rate)
+                .with_paid(c.paid_broadcast_rates.get(name).copied()),
+            replies: reply_to::ReplyPolicy::new(c, name, id),
             results_route,
             concurrency: c.concurrency,
             max_pending: c.max_pending,
+            max_pending_per_chat: c.max_pending_per_chat,
             call_timeout: c.call_timeout,
             max_attempts: c.max_attempts,
+            max_retry_after: c.max_retry_after,
             dedup_window: c.dedup_window,
             drain_timeout: self.drain_timeout,
         }

@@ -96,11 +96,16 @@ async fn a_flood_from_several_producers_gets_one_result_per_call_in_order_within
         "no call sent twice"
     );
     for answer in &answers {
-        assert_eq!(
-            answer.headers.get("ce-id"),
-            answer.headers.get("ce_id"),
-            "{answer:?}"
-        );
+        for attribute in ["id", "specversion", "source", "type", "time", "subject"] {
+            let dash = answer.headers.get(&format!("ce-{attribute}"));
+            assert!(dash.is_some(), "{answer:?}");
+            assert_eq!(
+                dash,
+                answer.headers.get(&format!("ce_{attribute}")),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(answer.headers["ce_type"], "org.telegram.result.sendMessage");
     }
     setup.stop().await;
 }
@@ -169,6 +174,54 @@ async fn refused_calls_and_a_429_get_what_they_should() {
             "k:2001:1/200",
             "k:2001:2/200"
         ]
+    );
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_to_naming_an_updates_topic_is_refused_and_nothing_lands_there() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let setup = Setup::start(8203).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka::brokers())
+        .create()
+        .unwrap();
+    let updates = format!("{}.main.message", setup.prefix);
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "tg-method",
+            value: Some("sendMessage"),
+        })
+        .insert(Header {
+            key: "tg-request-id",
+            value: Some("forged"),
+        })
+        .insert(Header {
+            key: "tg-reply-to",
+            value: Some(updates.as_str()),
+        });
+    let topic = setup.topic();
+    let record = FutureRecord::to(&topic)
+        .key("9")
+        .payload(r#"{"chat_id":9,"text":"forged"}"#)
+        .headers(headers);
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let answers = setup.results(1).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].headers["tg-outcome"], "refused", "{answers:?}");
+    assert!(setup.api.sends().sent(&setup.token).is_empty());
+    let prefix = setup.prefix.clone();
+    let landed = tokio::task::spawn_blocking(move || kafka::read_prefix(&prefix))
+        .await
+        .unwrap();
+    assert!(
+        landed.is_empty(),
+        "in the updates' topics: {}",
+        landed.len()
     );
     setup.stop().await;
 }

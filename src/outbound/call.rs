@@ -2,22 +2,31 @@
 //! the wire contract's shape (see README, "Calling the Bot API through the broker").
 //!
 //! A call is refused, never run, when its method is not allowed, its body is not a
-//! JSON object, or its `tg-reply-to` names no usable route. A refusal is answered
-//! like Telegram answers a bad request: `{"ok":false,"error_code":400,...}`.
+//! JSON object, its `tg-reply-to` names no usable route, or an option header is
+//! malformed. A refusal is answered like Telegram answers a bad request:
+//! `{"ok":false,"error_code":400,...}`. Every result says in `tg-outcome` what
+//! became of the call (see [`Outcome`]).
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 
+pub use super::answer::{relay_answer, Answered, Outcome, UNKNOWN_CODE};
+use super::body;
 use super::limiter::ChatKey;
 use super::methods;
+pub use super::options::{Options, ALLOW_RETRY};
+use super::reply_to::ReplyPolicy;
+use crate::cloudevent::{DATA_CONTENT_TYPE, SPEC_VERSION};
 
 /// The headers of a call.
 pub const METHOD: &str = "tg-method";
 pub const REQUEST_ID: &str = "tg-request-id";
 pub const REPLY_TO: &str = "tg-reply-to";
+/// On every result: what became of the call (see [`Outcome`]).
+pub const OUTCOME: &str = "tg-outcome";
+/// `ce-type` of results: `org.telegram.result.<method>`.
+pub const RESULT_TYPE: &str = "org.telegram.result";
 /// On results the relay makes itself (refusals, give-ups): why.
 pub const RELAY_ERROR: &str = "tgrelay-error";
 
@@ -33,6 +42,7 @@ pub struct Request {
     pub body: Bytes,
     /// When the broker stored it, when it says.
     pub published: Option<SystemTime>,
+    pub options: Options,
 }
 
 /// A checked call, ready to run.
@@ -40,8 +50,23 @@ pub struct Request {
 pub struct Call {
     pub method: String,
     pub chat: Option<ChatKey>,
+    /// The inline message it edits, when it names no chat.
+    pub inline_message: Option<String>,
+    /// The business connection it goes through.
+    pub business_connection: Option<String>,
+    /// Messages Telegram counts for it (an album's items; the messages forwarded).
+    pub weight: u32,
+    /// A paid broadcast: its own budget, when the bot has one.
+    pub paid: bool,
+    /// It goes before bulk calls (`tg-priority`; `answer*` and `edit*` by default).
+    pub interactive: bool,
     /// It makes or changes a message, so its chat's limits count it.
     pub message: bool,
+    /// It may be sent again after an attempt that may have reached Telegram: the
+    /// method is safe to repeat, or the caller allowed it.
+    pub repeatable: bool,
+    /// Not sent after this time (`tg-deadline`).
+    pub deadline: Option<SystemTime>,
 }
 
 /// What a service is told for one call: where, with which headers, which body.
@@ -54,9 +79,8 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// Checks a call: `own_route` is where calls of this bot come from (a reply there
-/// would be taken for a call).
-pub fn check(request: &Request, allow: &[String], own_route: &str) -> Result<Call, String> {
+/// Checks a call: `replies` says where its result may go.
+pub fn check(request: &Request, allow: &[String], replies: &ReplyPolicy) -> Result<Call, String> {
     let method = request
         .method
         .as_deref()
@@ -65,57 +89,40 @@ pub fn check(request: &Request, allow: &[String], own_route: &str) -> Result<Cal
         return Err(why);
     }
     if let Some(route) = &request.reply_to {
-        if reply_route(request, own_route).is_none() {
+        if !is_route(route) {
             return Err(format!(
                 "tg-reply-to {route:?} is not a subject or topic results can go to"
             ));
         }
+        if let Some(why) = replies.refusal(route) {
+            return Err(why);
+        }
     }
-    let chat = chat_of(&request.body)?;
+    let head = body::head(&request.body)?;
+    let allow_retry = request.options.allow_retry()?;
     Ok(Call {
         method: method.to_owned(),
-        chat,
+        chat: head.chat,
+        inline_message: head.inline_message,
+        business_connection: head.business_connection,
+        weight: head.weight,
+        paid: head.paid,
+        interactive: request
+            .options
+            .interactive()?
+            .unwrap_or_else(|| methods::is_interactive(method)),
         message: methods::is_message(method),
+        repeatable: allow_retry || methods::is_repeatable(method),
+        deadline: request.options.deadline()?,
     })
 }
 
-/// The target chat of a JSON object body; an error when the body is not an object.
-fn chat_of(body: &[u8]) -> Result<Option<ChatKey>, String> {
-    #[derive(Deserialize)]
-    struct Head {
-        chat_id: Option<ChatId>,
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ChatId {
-        Id(i64),
-        Text(String),
-        Other(IgnoredAny),
-    }
-    let not_object = || "the body is not a JSON object of the method's parameters".to_owned();
-    // serde reads a struct from an array too; the Bot API takes objects only.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(not_object());
-    }
-    let head: Head = serde_json::from_slice(body).map_err(|_| not_object())?;
-    Ok(match head.chat_id {
-        Some(ChatId::Id(id)) => Some(ChatKey::Id(id)),
-        Some(ChatId::Text(text)) => match text.strip_prefix('@') {
-            Some(name) => Some(ChatKey::Username(name.to_ascii_lowercase())),
-            None => text.trim().parse().ok().map(ChatKey::Id),
-        },
-        // Telegram will refuse it; the call still counts against the bot.
-        Some(ChatId::Other(_)) | None => None,
-    })
-}
-
-/// The call's `tg-reply-to`, when results can go there: a usable route, and not the
-/// one calls come from (a result there would be taken for a call).
-pub fn reply_route<'a>(request: &'a Request, own_route: &str) -> Option<&'a str> {
+/// The call's `tg-reply-to`, when results may go there (see `reply_to`).
+pub fn reply_route<'a>(request: &'a Request, replies: &ReplyPolicy) -> Option<&'a str> {
     request
         .reply_to
         .as_deref()
-        .filter(|route| is_route(route) && *route != own_route)
+        .filter(|route| is_route(route) && replies.refusal(route).is_none())
 }
 
 /// A NATS subject or Kafka topic a result can be published to: no wildcards, no
@@ -128,57 +135,75 @@ fn is_route(route: &str) -> bool {
         && route.split('.').all(|token| !token.is_empty())
 }
 
-/// A Bot API error answer made by the relay.
-pub fn relay_answer(error_code: u16, description: &str) -> Bytes {
-    let body =
-        serde_json::json!({ "ok": false, "error_code": error_code, "description": description });
-    Bytes::from(body.to_string())
-}
-
 impl Reply {
-    /// The result of `request`: to its `tg-reply-to` (`reply_to` tells whether to use
-    /// it), else to `default_route`; `relay_error` marks an answer the relay made.
+    /// The result of `request` for bot `bot_id`: to its `tg-reply-to` (`reply_to`
+    /// tells whether to use it), else to `default_route`; its chat is `chat`, else
+    /// the one its body names.
     pub fn to(
         request: &Request,
-        ce_id: &str,
+        bot_id: u64,
         chat: Option<&ChatKey>,
         default_route: &str,
         use_reply_to: bool,
-        body: Bytes,
-        relay_error: Option<&str>,
+        answered: &Answered,
     ) -> Reply {
         let route = match &request.reply_to {
             Some(route) if use_reply_to => route.clone(),
             _ => default_route.to_owned(),
         };
-        let mut headers = vec![
-            ("ce-id", ce_id.to_owned()),
-            ("content-type", "application/json".into()),
-        ];
+        let ce_id = format!("{bot_id}:{}", request.broker_id);
+        let named = body::head(&request.body).ok().and_then(|h| h.chat);
+        let chat = chat.or(named.as_ref());
+        let mut headers = cloud_event(request, bot_id, &ce_id, chat);
         if let Some(method) = &request.method {
             headers.push((METHOD, one_line(method)));
         }
         if let Some(id) = &request.request_id {
             headers.push((REQUEST_ID, one_line(id)));
         }
-        if let Some(error) = relay_error {
+        headers.push((OUTCOME, answered.outcome.as_str().to_owned()));
+        if let Some(error) = &answered.relay_error {
             headers.push((RELAY_ERROR, one_line(error)));
         }
         let key = match chat {
             Some(ChatKey::Id(id)) => id.to_string(),
             Some(chat) => chat.to_string(),
-            None => request
-                .request_id
-                .clone()
-                .unwrap_or_else(|| ce_id.to_owned()),
+            None => request.request_id.clone().unwrap_or(ce_id),
         };
         Reply {
             route,
             key,
             headers,
-            body,
+            body: answered.body.clone(),
         }
     }
+}
+
+/// The CloudEvents attributes of a result, as the updates carry them (binary mode):
+/// `ce-type` is `org.telegram.result.<method>`, `ce-subject` the chat when there is one.
+fn cloud_event(
+    request: &Request,
+    bot_id: u64,
+    ce_id: &str,
+    chat: Option<&ChatKey>,
+) -> Vec<(&'static str, String)> {
+    let kind = match request.method.as_deref() {
+        Some(method) if methods::is_method_name(method) => format!("{RESULT_TYPE}.{method}"),
+        _ => RESULT_TYPE.to_owned(),
+    };
+    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let mut headers = vec![
+        ("ce-specversion", SPEC_VERSION.to_owned()),
+        ("ce-id", ce_id.to_owned()),
+        ("ce-source", format!("/telegram/bot/{bot_id}")),
+        ("ce-type", kind),
+        ("ce-time", now),
+        ("content-type", DATA_CONTENT_TYPE.to_owned()),
+    ];
+    if let Some(chat) = chat {
+        headers.push(("ce-subject", chat.to_string()));
+    }
+    headers
 }
 
 /// Header values are one line.
@@ -198,7 +223,17 @@ mod tests {
             broker_id: "7".into(),
             body: Bytes::copy_from_slice(body.as_bytes()),
             published: None,
+            options: Options::default(),
         }
+    }
+
+    fn replies() -> ReplyPolicy {
+        let config = super::super::OutboundConfig {
+            subject: "out.{bot}".into(),
+            results: "out.{bot}.results".into(),
+            ..Default::default()
+        };
+        ReplyPolicy::new(&config, "main", 1)
     }
 
     fn allow() -> Vec<String> {
@@ -224,7 +259,7 @@ mod tests {
             (r#"{"chat_id":{"odd":1}}"#, None),
         ];
         for (body, chat) in cases {
-            let call = check(&request(Some("sendMessage"), body), &allow(), "out.main").unwrap();
+            let call = check(&request(Some("sendMessage"), body), &allow(), &replies()).unwrap();
             assert_eq!(call.chat, chat, "{body}");
         }
     }
@@ -234,7 +269,7 @@ mod tests {
         let refused = |method: Option<&str>, body: &str, reply_to: Option<&str>| {
             let mut r = request(method, body);
             r.reply_to = reply_to.map(str::to_owned);
-            check(&r, &allow(), "out.main").unwrap_err()
+            check(&r, &allow(), &replies()).unwrap_err()
         };
         assert!(refused(None, "{}", None).contains("no tg-method"));
         assert!(refused(Some("getUpdates"), "{}", None).contains("never executed"));
@@ -243,6 +278,25 @@ mod tests {
         assert!(refused(Some("sendMessage"), "{}", Some("out.*")).contains("tg-reply-to"));
         assert!(refused(Some("sendMessage"), "{}", Some("out.main")).contains("tg-reply-to"));
         assert!(refused(Some("sendMessage"), "{}", Some("a..b")).contains("tg-reply-to"));
+        assert!(refused(Some("sendMessage"), "{}", Some("svc.replies")).contains("tg-reply-to"));
+        let mut inbox = request(Some("sendMessage"), "{}");
+        inbox.reply_to = Some("_INBOX.x1".into());
+        assert!(check(&inbox, &allow(), &replies()).is_ok());
+        let mut r = request(Some("sendMessage"), "{}");
+        r.options.allow_retry = Some("maybe".into());
+        assert!(check(&r, &allow(), &replies())
+            .unwrap_err()
+            .contains(ALLOW_RETRY));
+    }
+
+    #[test]
+    fn a_message_is_repeated_only_when_the_caller_allows_it() {
+        let mut r = request(Some("sendMessage"), r#"{"chat_id":1,"text":"x"}"#);
+        assert!(!check(&r, &allow(), &replies()).unwrap().repeatable);
+        r.options.allow_retry = Some("TRUE".into());
+        assert!(check(&r, &allow(), &replies()).unwrap().repeatable);
+        let edit = request(Some("editMessageText"), r#"{"chat_id":1,"text":"x"}"#);
+        assert!(check(&edit, &allow(), &replies()).unwrap().repeatable);
     }
 
     #[test]
@@ -250,16 +304,8 @@ mod tests {
         let mut r = request(Some("sendMessage"), "{}");
         r.reply_to = Some("svc.replies".into());
         let chat = ChatKey::Id(-5);
-        let body = relay_answer(400, "Bad Request: x\ny");
-        let reply = Reply::to(
-            &r,
-            "9:7",
-            Some(&chat),
-            "out.main.results",
-            true,
-            body.clone(),
-            Some("refused\nnow"),
-        );
+        let refused = Answered::refused("x\ny");
+        let reply = Reply::to(&r, 9, Some(&chat), "out.main.results", true, &refused);
         assert_eq!(
             (reply.route.as_str(), reply.key.as_str()),
             ("svc.replies", "-5")
@@ -272,14 +318,25 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(header("ce-id"), Some("9:7"));
+        assert_eq!(header("ce-specversion"), Some("1.0"));
+        assert_eq!(header("ce-source"), Some("/telegram/bot/9"));
+        assert_eq!(header("ce-type"), Some("org.telegram.result.sendMessage"));
+        assert_eq!(header("ce-subject"), Some("-5"));
+        assert!(header("ce-time").is_some_and(|t| humantime::parse_rfc3339(t).is_ok()));
         assert_eq!(header(METHOD), Some("sendMessage"));
         assert_eq!(header(REQUEST_ID), Some("r-1"));
-        assert_eq!(header(RELAY_ERROR), Some("refused now"));
+        assert_eq!(header(RELAY_ERROR), Some("x y"));
+        assert_eq!(header(OUTCOME), Some("refused"));
         let parsed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(parsed["error_code"], 400);
         assert_eq!(parsed["ok"], false);
 
-        let reply = Reply::to(&r, "9:7", None, "out.main.results", false, body, None);
+        let told = Answered {
+            body: Bytes::from_static(br#"{"ok":true,"result":true}"#),
+            relay_error: None,
+            outcome: Outcome::Ok,
+        };
+        let reply = Reply::to(&r, 9, None, "out.main.results", false, &told);
         assert_eq!(
             (reply.route.as_str(), reply.key.as_str()),
             ("out.main.results", "r-1")

@@ -24,6 +24,15 @@ pub struct OutboundConfig {
     pub subject: String,
     /// Where a result goes when its call names no `tg-reply-to`.
     pub results: String,
+    /// Where a call's `tg-reply-to` may send its result, besides the bot's `results`
+    /// route and beneath it: NATS subject patterns, for Kafka topics too (`*` one
+    /// token, `>` the rest; `{bot}`, `{bot_id}`). Never inside the updates' routes, a
+    /// dead-letter route, any bot's calls or the relay's own state, whatever it says.
+    pub reply_to: Vec<String>,
+    /// What the relay reads or writes itself (see `reply_to::guarded`): filled in at
+    /// start from the other sections, never configured.
+    #[serde(skip)]
+    pub guarded: Vec<String>,
     /// NATS: the stream holding calls (work-queue retention: a call leaves it once its
     /// result is published) and the default results.
     pub stream: String,
@@ -55,6 +64,10 @@ pub struct OutboundConfig {
     pub bot_rate: f64,
     /// Per-bot `bot_rate`, by bot name: `[outbound.bot_rates] news = 1000`.
     pub bot_rates: BTreeMap<String, f64>,
+    /// Paid broadcasts (`allow_paid_broadcast: true`) per second, by bot name, up to
+    /// 1000: their own budget beside `bot_rate`, and Telegram charges Stars for them.
+    /// A bot without one has such calls refused.
+    pub paid_broadcast_rates: BTreeMap<String, f64>,
     /// Messages per second in one chat, any chat (Telegram: one), each counted from
     /// the answer to the chat's previous message.
     pub chat_rate: f64,
@@ -70,12 +83,23 @@ pub struct OutboundConfig {
     /// Calls of one bot taken from the broker and not yet answered; more wait in the
     /// broker (back-pressure).
     pub max_pending: usize,
-    /// How long one Bot API call may take before it counts as failed.
+    /// Calls of one chat (or inline message, or business chat) taken and not yet
+    /// answered: a call beyond it is answered at once (429, not sent), so that one
+    /// busy chat cannot fill `max_pending` and hold every other chat's calls up.
+    pub max_pending_per_chat: usize,
+    /// How long one Bot API call may take before it counts as failed (its outcome
+    /// unknown: Telegram may have done it). A stop waits this long for calls with
+    /// Telegram.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
-    /// Attempts of a call that fails with a 5xx or no answer before its result is the
-    /// relay's error (a 429 waits and is not counted; other 4xx are final at once).
+    /// Attempts of a call before its result is the relay's: a connection that never
+    /// opened, or, for a call safe to repeat (or allowed with `tg-allow-retry`), a 5xx
+    /// or no answer. A 429 waits and is not counted; other 4xx are final at once.
     pub max_attempts: u32,
+    /// Longest wait a 429 may impose on a call: a call whose chat (or bot) Telegram
+    /// paused for longer is answered at once with the 429 and its `retry_after`.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
     /// How long the owner remembers a call's request id (and its result): a call
     /// published again with that id inside it gets the first answer, not a second send.
     #[serde(with = "humantime_serde")]
@@ -88,6 +112,8 @@ impl Default for OutboundConfig {
             enabled: false,
             subject: "telegram-out.{bot}".into(),
             results: "telegram-out.{bot}.results".into(),
+            reply_to: vec!["_INBOX.>".into()],
+            guarded: Vec::new(),
             stream: "TELEGRAM_OUT".into(),
             stream_subjects: vec!["telegram-out.>".into()],
             create_stream: true,
@@ -98,6 +124,7 @@ impl Default for OutboundConfig {
             group: "tgrelay-out.{bot}".into(),
             bot_rate: 30.0,
             bot_rates: BTreeMap::new(),
+            paid_broadcast_rates: BTreeMap::new(),
             chat_rate: 1.0,
             group_chat_rate: 20.0,
             allow: methods::DEFAULT_ALLOW
@@ -106,14 +133,33 @@ impl Default for OutboundConfig {
                 .collect(),
             concurrency: 32,
             max_pending: 10_000,
-            call_timeout: Duration::from_secs(30),
+            max_pending_per_chat: 1_000,
+            call_timeout: Duration::from_secs(20),
             max_attempts: 5,
+            max_retry_after: Duration::from_secs(300),
             dedup_window: Duration::from_secs(600),
         }
     }
 }
 
+/// Beyond `call_timeout`, how long an attempt may take to report on a stop (it is
+/// cut at `call_timeout` itself; this covers a busy runtime).
+pub const ATTEMPT_MARGIN: Duration = Duration::from_secs(1);
+/// On a stop, after the last attempt ended, how long its result may take to publish.
+pub const RESULT_GRACE: Duration = Duration::from_secs(5);
+
 impl OutboundConfig {
+    /// How long a stop may take: `drain_timeout`, or longer with the gateway on, so
+    /// that every call with Telegram gets its answer (up to `call_timeout`) and its
+    /// result is published; a call handed over while it may still reach Telegram
+    /// could be sent twice.
+    pub fn stop_deadline(&self, drain_timeout: Duration) -> Duration {
+        if !self.enabled {
+            return drain_timeout;
+        }
+        drain_timeout.max(self.call_timeout + ATTEMPT_MARGIN + RESULT_GRACE)
+    }
+
     /// The calls per second of bot `name`.
     pub fn rate_of(&self, name: &str) -> f64 {
         self.bot_rates.get(name).copied().unwrap_or(self.bot_rate)
@@ -135,6 +181,7 @@ impl OutboundConfig {
         for (key, value) in [
             ("concurrency", self.concurrency),
             ("max_pending", self.max_pending),
+            ("max_pending_per_chat", self.max_pending_per_chat),
         ] {
             if value == 0 {
                 errors.push(problem(key, "must be at least 1".into()));
@@ -146,6 +193,7 @@ impl OutboundConfig {
         for (key, d) in [
             ("call_timeout", self.call_timeout),
             ("ack_wait", self.ack_wait),
+            ("max_retry_after", self.max_retry_after),
         ] {
             if d < Duration::from_secs(1) {
                 errors.push(problem(key, "must be at least 1s".into()));
@@ -164,6 +212,11 @@ impl OutboundConfig {
         for (key, template) in templates {
             if let Err(e) = check_template(template, key == "consumer") {
                 errors.push(problem(key, e));
+            }
+        }
+        for pattern in &self.reply_to {
+            if let Err(e) = check_pattern(pattern) {
+                errors.push(problem("reply_to", e));
             }
         }
         if self.subject == self.results {
@@ -194,8 +247,22 @@ impl OutboundConfig {
             .bot_rates
             .iter()
             .map(|(name, rate)| (format!("bot_rates.{name}"), *rate));
-        for (key, rate) in rates.into_iter().chain(per_bot) {
-            if let Some(name) = key.strip_prefix("bot_rates.") {
+        let paid = self
+            .paid_broadcast_rates
+            .iter()
+            .map(|(name, rate)| (format!("paid_broadcast_rates.{name}"), *rate));
+        for (key, rate) in rates.into_iter().chain(per_bot).chain(paid) {
+            let name = key
+                .strip_prefix("bot_rates.")
+                .or(key.strip_prefix("paid_broadcast_rates."));
+            if key.starts_with("paid_") && !(rate > 0.0 && rate <= 1000.0) {
+                errors.push(problem(
+                    &key,
+                    format!("{rate} must be above 0 and at most 1000"),
+                ));
+                continue;
+            }
+            if let Some(name) = name {
                 if !bots.clone().any(|b| b == name) {
                     errors.push(problem(&key, "no bot has this name".into()));
                     continue;
@@ -215,6 +282,22 @@ impl OutboundConfig {
 fn problem(key: &str, what: String) -> String {
     let var = key.replace('.', "__").to_uppercase();
     format!("outbound.{key} (TGRELAY_OUTBOUND__{var}): {what}")
+}
+
+/// A `reply_to` pattern: tokens of route characters or placeholders, `*`, and `>` last.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    let rendered = super::reply_to::render_pattern(pattern, "bot", 1);
+    let tokens: Vec<&str> = rendered.split('.').collect();
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    let fine = tokens.iter().enumerate().all(|(i, t)| {
+        *t == "*" || (*t == ">" && i == tokens.len() - 1) || (!t.is_empty() && t.chars().all(legal))
+    });
+    if !fine {
+        return Err(format!(
+            "{pattern:?}: tokens of a-z A-Z 0-9 _ - separated by dots, * for one token, > last"
+        ));
+    }
+    Ok(())
 }
 
 /// A template renders a subject, a topic and (for the consumer) a NATS name alike:
@@ -270,11 +353,13 @@ mod tests {
         c.bot_rates.insert("ghost".into(), 5.0);
         c.allow = vec!["getUpdates".into(), "send*".into(), "se nd".into()];
         c.concurrency = 0;
+        c.reply_to = vec!["_INBOX.>".into(), "a.>.b".into()];
         let bots = ["main".to_owned()];
         let errors = c.validate(bots.iter());
         let expect = [
             "outbound.subject (TGRELAY_OUTBOUND__SUBJECT)",
             "outbound.consumer (TGRELAY_OUTBOUND__CONSUMER)",
+            "outbound.reply_to (TGRELAY_OUTBOUND__REPLY_TO): \"a.>.b\"",
             "outbound.bot_rate (TGRELAY_OUTBOUND__BOT_RATE)",
             "outbound.bot_rates.ghost (TGRELAY_OUTBOUND__BOT_RATES__GHOST): no bot",
             "outbound.allow (TGRELAY_OUTBOUND__ALLOW): \"getUpdates\" is always refused",

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -21,25 +21,27 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{LimitsStore, Results, Taken};
-use super::call;
 use super::limiter::{Limiter, Limits};
 use super::metrics::{MethodLabels, OutboundMetrics};
-use super::recent::{Answered, Recent};
+use super::recent::Recent;
+use super::reply_to::ReplyPolicy;
 use crate::backoff::Backoff;
 use crate::envelope::BotIdentity;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::telegram::{BotApi, RawReply, TelegramError};
 
+mod dispatch;
 mod drain;
 mod finish;
 pub mod lanes;
 mod saving;
 mod settle;
+mod take;
 mod verdict;
 
 use finish::Finisher;
-use lanes::{Job, LaneKey, Lanes};
+use lanes::{LaneKey, Lanes};
 use saving::Saving;
 
 /// How often the limiter's memory is saved (while it changes) and tidied.
@@ -52,14 +54,18 @@ const HELD_RECHECK: Duration = Duration::from_millis(100);
 pub struct Settings {
     pub allow: Vec<String>,
     pub limits: Limits,
-    /// Where this bot's calls come from.
-    pub own_route: String,
+    /// Where results may go when a call names a route.
+    pub replies: ReplyPolicy,
     /// Where results go without `tg-reply-to`.
     pub results_route: String,
     pub concurrency: usize,
     pub max_pending: usize,
+    /// Calls of one lane taken and not yet answered; more are answered at once.
+    pub max_pending_per_chat: usize,
     pub call_timeout: Duration,
     pub max_attempts: u32,
+    /// A call whose scope Telegram paused for longer is answered at once.
+    pub max_retry_after: Duration,
     pub dedup_window: Duration,
     pub drain_timeout: Duration,
 }
@@ -201,131 +207,6 @@ impl Executor {
                 }
             }
         }
-    }
-
-    /// A call from the broker: answered from memory, joined to the same call in a
-    /// lane, refused, or queued in its chat's lane.
-    fn take(&mut self, taken: Taken, now: Instant) {
-        self.held += 1;
-        self.metrics
-            .pending
-            .with_label_values(&[&self.bot.name])
-            .set(self.held as i64);
-        let request = &taken.request;
-        let ce_id = format!("{}:{}", self.bot.id, request.broker_id);
-        let key = match &request.request_id {
-            Some(id) => format!("id:{id}"),
-            None => format!("ce:{ce_id}"),
-        };
-        if let Some(answered) = self.recent.get(&key, now).cloned() {
-            self.count(request.method.as_deref().unwrap_or(""), "duplicate");
-            return self.finish(taken, None, answered.body, answered.relay_error.as_deref());
-        }
-        if let Some(lane) = self.in_lanes.get(&key) {
-            if let Some(job) = self.lanes.find_mut(lane, &key) {
-                job.followers.push(taken);
-                return;
-            }
-        }
-        match call::check(request, &self.settings.allow, &self.settings.own_route) {
-            Err(why) => {
-                tracing::debug!(bot = %self.bot.name, %ce_id, reason = %why, "call refused");
-                self.count(request.method.as_deref().unwrap_or(""), "refused");
-                let body = call::relay_answer(400, &format!("Bad Request: {why}"));
-                let answered = Answered {
-                    body: body.clone(),
-                    relay_error: Some(why.clone()),
-                };
-                self.recent.insert(key, answered, now);
-                self.finish(taken, None, body, Some(&why));
-            }
-            Ok(call) => {
-                self.seq += 1;
-                let job = Job {
-                    seq: self.seq,
-                    taken,
-                    call,
-                    ce_id,
-                    key: key.clone(),
-                    taken_at: now,
-                    attempts: 0,
-                    failures: 0,
-                    followers: Vec::new(),
-                };
-                let lane = self.lanes.push(job);
-                self.in_lanes.insert(key, lane.clone());
-                self.schedule(lane, now);
-            }
-        }
-    }
-
-    /// Puts a lane with a call to make in line: ready now, or at the time its chat's
-    /// limits (or its backoff) allow.
-    fn schedule(&mut self, lane: LaneKey, now: Instant) {
-        let Some(not_before) = self.lanes.needs_schedule(&lane) else {
-            return;
-        };
-        let head = self
-            .lanes
-            .head(&lane)
-            .expect("a lane to schedule has a call");
-        let mut at = match &head.call.chat {
-            Some(chat) => self.limiter.chat_ready_at(chat, head.call.message, now),
-            None => now,
-        };
-        if let Some(not_before) = not_before {
-            at = at.max(not_before);
-        }
-        self.lanes.schedule(lane, at, now);
-    }
-
-    /// Sends what may go now; returns when to look again if the bot's turn, the lease
-    /// or unsaved memory holds the rest.
-    fn dispatch(&mut self, now: Instant) -> Option<Instant> {
-        while self.attempts.len() < self.settings.concurrency && self.lanes.has_ready() {
-            if !self.lease.is_valid() || !self.saving.may_send(now) {
-                return Some(now + HELD_RECHECK);
-            }
-            let turn = self.limiter.bot_ready_at(now);
-            if turn > now {
-                return Some(turn);
-            }
-            self.limiter.take(now);
-            let (lane, job) = self.lanes.start().expect("a lane is ready");
-            if job.attempts == 1 {
-                let bot = [self.bot.name.as_str()];
-                let waited = now.duration_since(job.taken_at).as_secs_f64();
-                self.metrics
-                    .wait_seconds
-                    .with_label_values(&bot)
-                    .observe(waited);
-                if let Some(age) = job
-                    .taken
-                    .request
-                    .published
-                    .and_then(|p| SystemTime::now().duration_since(p).ok())
-                {
-                    self.metrics
-                        .queue_seconds
-                        .with_label_values(&bot)
-                        .observe(age.as_secs_f64());
-                }
-            }
-            let api = self.api.clone();
-            let method = job.call.method.clone();
-            let body = job.taken.request.body.clone();
-            let timeout = self.settings.call_timeout;
-            self.attempts.spawn(async move {
-                let started = Instant::now();
-                let outcome = api.call_raw(&method, body, timeout).await;
-                Attempted {
-                    lane,
-                    outcome,
-                    started,
-                }
-            });
-        }
-        None
     }
 }
 

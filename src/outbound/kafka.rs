@@ -144,16 +144,16 @@ struct KafkaResults {
 impl Results for KafkaResults {
     fn publish<'a>(&'a self, reply: &'a Reply) -> BoxFuture<'a, Result<(), PublishError>> {
         async move {
-            let mut headers = OwnedHeaders::new_with_capacity(reply.headers.len() + 1);
+            let mut headers = OwnedHeaders::new_with_capacity(2 * reply.headers.len());
             for (name, value) in &reply.headers {
                 headers = headers.insert(Header {
                     key: name,
                     value: Some(value.as_str()),
                 });
-                if *name == "ce-id" {
+                if let Some(attribute) = name.strip_prefix("ce-") {
                     // The CloudEvents Kafka binding's spelling, as updates carry it.
                     headers = headers.insert(Header {
-                        key: "ce_id",
+                        key: &format!("ce_{attribute}"),
                         value: Some(value.as_str()),
                     });
                 }

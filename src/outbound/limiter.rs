@@ -61,6 +61,8 @@ pub struct Limits {
     /// Messages per `window` in a group.
     pub per_window: usize,
     pub window: Duration,
+    /// Between two paid broadcasts, when the bot may make them (their own budget).
+    pub paid_interval: Option<Duration>,
 }
 
 impl Limits {
@@ -73,7 +75,14 @@ impl Limits {
             gap: Duration::from_secs_f64(1.0 / chat_rate),
             per_window,
             window: Duration::from_secs(60).mul_f64(per_window as f64 / group_rate),
+            paid_interval: None,
         }
+    }
+
+    /// With a budget of `rate` paid broadcasts per second.
+    pub fn with_paid(mut self, rate: Option<f64>) -> Limits {
+        self.paid_interval = rate.map(|r| (Duration::from_secs(1) + JITTER_BUDGET).div_f64(r));
+        self
     }
 }
 
@@ -98,6 +107,8 @@ pub struct Limiter {
     limits: Limits,
     /// When the bot's next call is due (its schedule).
     next_call: Option<Instant>,
+    /// When its next paid broadcast is due.
+    next_paid: Option<Instant>,
     pub(super) bot_paused_until: Option<Instant>,
     pub(super) chats: HashMap<ChatKey, ChatMemory>,
     /// What every chat not yet seen is assumed to have had: `count` answers at
@@ -110,6 +121,7 @@ impl Limiter {
         Limiter {
             limits,
             next_call: None,
+            next_paid: None,
             bot_paused_until: None,
             chats: HashMap::new(),
             baseline: None,
@@ -148,24 +160,53 @@ impl Limiter {
         at
     }
 
+    /// Until when a 429 paused the bot, or `chat`, whichever is later.
+    pub fn paused_until(&self, chat: Option<&ChatKey>) -> Option<Instant> {
+        let chat = chat.and_then(|c| self.chats.get(c)?.paused_until);
+        self.bot_paused_until.max(chat)
+    }
+
+    /// When the bot may make its next paid broadcast (a 429 pause holds them too).
+    pub fn paid_ready_at(&self, now: Instant) -> Instant {
+        let scheduled = self.next_paid.unwrap_or(now);
+        scheduled.max(self.bot_paused_until.unwrap_or(now)).max(now)
+    }
+
     /// Spends the bot's turn on a call made now (when `bot_ready_at` allowed it).
     pub fn take(&mut self, now: Instant) {
-        let scheduled = self.next_call.unwrap_or(now);
+        self.take_n(now, 1, false);
+    }
+
+    /// Spends `weight` turns of the bot's budget, or of its paid budget, on a call
+    /// made now: an album costs its items.
+    pub fn take_n(&mut self, now: Instant, weight: u32, paid: bool) {
+        let (next, interval) = match (paid, self.limits.paid_interval) {
+            (true, Some(interval)) => (&mut self.next_paid, interval),
+            _ => (&mut self.next_call, self.limits.bot_interval),
+        };
+        let scheduled = next.unwrap_or(now);
         // A timer that fired a little late keeps the schedule; after an idle spell the
         // schedule starts again from now (no saved-up burst).
         let base = scheduled.max(now.checked_sub(CATCH_UP).unwrap_or(now));
-        self.next_call = Some(base + self.limits.bot_interval);
+        *next = Some(base + interval * weight.max(1));
     }
 
     /// The answer to a message in `chat` came now.
     pub fn answered(&mut self, chat: &ChatKey, now: Instant) {
+        self.answered_n(chat, now, 1);
+    }
+
+    /// The answer to `weight` messages in `chat` (an album) came now.
+    pub fn answered_n(&mut self, chat: &ChatKey, now: Instant, weight: u32) {
         let keep = if chat.is_group() {
             self.limits.per_window
         } else {
             1
         };
         let memory = self.memory(chat);
-        memory.answers.push_back(now);
+        memory
+            .answers
+            .extend(std::iter::repeat_n(now, weight.max(1) as usize));
         while memory.answers.len() > keep {
             memory.answers.pop_front();
         }

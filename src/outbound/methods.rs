@@ -18,6 +18,28 @@ pub const ALWAYS_REFUSED: &[&str] = &[
     "close",
 ];
 
+/// Run only when `outbound.allow` names them, never through a family (`send*`,
+/// `delete*`): they spend the bot's Stars, or delete more than a message.
+pub const BY_NAME_ONLY: &[(&str, &str)] = &[
+    ("sendGift", SPENDS),
+    ("giftPremiumSubscription", SPENDS),
+    ("transferGift", SPENDS),
+    ("upgradeGift", SPENDS),
+    ("convertGiftToStars", SPENDS),
+    ("transferBusinessAccountStars", SPENDS),
+    ("refundStarPayment", SPENDS),
+    ("editUserStarSubscription", SPENDS),
+    ("deleteStickerSet", DELETES),
+    ("deleteStickerFromSet", DELETES),
+    ("deleteChatPhoto", DELETES),
+    ("deleteChatStickerSet", DELETES),
+    ("deleteForumTopic", DELETES),
+    ("deleteMyCommands", DELETES),
+    ("deleteStory", DELETES),
+];
+const SPENDS: &str = "spends the bot's Stars";
+const DELETES: &str = "deletes more than a message";
+
 /// A method name as it may appear in a URL path: 1-64 ASCII letters and digits.
 pub fn is_method_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -39,7 +61,16 @@ pub fn refusal(method: &str, allow: &[String]) -> Option<String> {
     if !allow.iter().any(|pattern| matches(pattern, method)) {
         return Some(format!("{method} is not in outbound.allow"));
     }
-    None
+    let named = |name: &str| allow.iter().any(|p| p.eq_ignore_ascii_case(name));
+    match BY_NAME_ONLY
+        .iter()
+        .find(|(m, _)| m.eq_ignore_ascii_case(method))
+    {
+        Some((name, what)) if !named(name) => Some(format!(
+            "{method} {what}: it runs only when outbound.allow names it, not through a family"
+        )),
+        _ => None,
+    }
 }
 
 /// `send*` matches every name starting with `send`; a plain name matches itself.
@@ -63,6 +94,58 @@ pub fn is_message(method: &str) -> bool {
     ["send", "copy", "forward", "edit"]
         .iter()
         .any(|p| lower.starts_with(p))
+}
+
+/// Families a repeat of which changes nothing more than the first call did: reads,
+/// edits and settings (the same state set twice), deletes and unpins (gone is gone),
+/// answers to a query (Telegram takes one answer per query).
+const REPEATABLE_FAMILIES: &[&str] = &["get", "edit", "set", "delete", "pin", "unpin"];
+
+/// Single methods a repeat of which changes nothing more.
+const REPEATABLE: &[&str] = &[
+    "sendChatAction",
+    "answerCallbackQuery",
+    "answerInlineQuery",
+    "answerShippingQuery",
+    "answerPreCheckoutQuery",
+    "banChatMember",
+    "unbanChatMember",
+    "banChatSenderChat",
+    "unbanChatSenderChat",
+    "restrictChatMember",
+    "promoteChatMember",
+    "approveChatJoinRequest",
+    "declineChatJoinRequest",
+    "stopPoll",
+    "stopMessageLiveLocation",
+    "leaveChat",
+    "readBusinessMessage",
+    "closeForumTopic",
+    "reopenForumTopic",
+    "closeGeneralForumTopic",
+    "reopenGeneralForumTopic",
+    "hideGeneralForumTopic",
+    "unhideGeneralForumTopic",
+];
+
+/// Whether the relay may send `method` again after an attempt that may have reached
+/// Telegram without an answer (a timeout, a reset, a 5xx). Everything not known to be
+/// safe is not: a message sent twice reaches its user twice.
+pub fn is_repeatable(method: &str) -> bool {
+    REPEATABLE.iter().any(|m| m.eq_ignore_ascii_case(method))
+        || REPEATABLE_FAMILIES.iter().any(|family| {
+            method.len() > family.len()
+                && matches(&format!("{family}*"), method)
+                && method.as_bytes()[family.len()].is_ascii_uppercase()
+        })
+}
+
+/// Whether a call answers a user who is waiting (a callback, an inline query) or
+/// edits what they interact with: it goes before bulk calls unless told otherwise.
+pub fn is_interactive(method: &str) -> bool {
+    ["answer", "edit"]
+        .iter()
+        .any(|family| matches(&format!("{family}*"), method))
 }
 
 /// Problems of an allow-list: malformed entries, and entries naming a method that is
@@ -119,6 +202,18 @@ mod tests {
             let why = refusal(method, &allow).expect(method);
             assert!(why.contains("never executed"), "{why}");
         }
+        for method in [
+            "sendGift",
+            "DELETESTICKERSET",
+            "deleteForumTopic",
+            "editUserStarSubscription",
+        ] {
+            let why = refusal(method, &allow).expect(method);
+            assert!(why.contains("not through a family"), "{why}");
+        }
+        let mut named = allow.clone();
+        named.push("sendgift".into());
+        assert_eq!(refusal("sendGift", &named), None);
         for method in ["getChat", "banChatMember", "setMyCommands"] {
             let why = refusal(method, &allow).expect(method);
             assert!(why.contains("not in outbound.allow"), "{why}");
@@ -136,6 +231,36 @@ mod tests {
         assert!(refusal("getChatMember", &allow).is_some());
         assert!(check_allow_list(&["deleteWebhook".into()])[0].contains("always refused"));
         assert!(check_allow_list(&defaults()).is_empty());
+    }
+
+    #[test]
+    fn only_methods_known_to_be_safe_are_repeated() {
+        for method in [
+            "getChat",
+            "editMessageText",
+            "deleteMessage",
+            "setMessageReaction",
+            "answerCallbackQuery",
+            "sendChatAction",
+            "pinChatMessage",
+            "unpinAllChatMessages",
+        ] {
+            assert!(is_repeatable(method), "{method}");
+        }
+        for method in [
+            "sendMessage",
+            "sendMediaGroup",
+            "copyMessages",
+            "forwardMessage",
+            "sendGift",
+            "createChatInviteLink",
+            "exportChatInviteLink",
+            "answerWebAppQuery",
+            "setting",
+            "someFutureMethod",
+        ] {
+            assert!(!is_repeatable(method), "{method}");
+        }
     }
 
     #[test]

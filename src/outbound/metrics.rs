@@ -11,9 +11,9 @@ use prometheus::{
 const MAX_METHOD_LABELS: usize = 64;
 
 pub struct OutboundMetrics {
-    /// Calls finished, by bot, method and outcome: `ok`, `error` (Telegram's answer
-    /// was an error), `refused` (by the relay), `gave_up` (no answer after every
-    /// attempt), `duplicate` (answered from memory).
+    /// Calls finished, by bot, method and outcome: each `tg-outcome` (`ok`, `error`,
+    /// `refused`, `not_sent`, `unknown`, `expired`), and `duplicate` (answered from
+    /// memory).
     pub calls: IntCounterVec,
     /// From the broker storing a call to the relay sending it to Telegram.
     pub queue_seconds: HistogramVec,

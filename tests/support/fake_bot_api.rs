@@ -95,6 +95,9 @@ pub enum Fault {
     Reset,
     /// The call is answered normally, but only after this delay.
     Delay(Duration),
+    /// The call takes effect at once (a message is sent), and its answer comes only
+    /// after this delay: a slow link, or an answer lost on the way back.
+    AnswerLate(Duration),
 }
 
 /// The fake server; dropping it stops the server and closes every open connection.
@@ -536,12 +539,30 @@ impl Shared {
         }) else {
             return Reply::unauthorized();
         };
+        let mut late = None;
         match fault {
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+            Some(Fault::AnswerLate(delay)) => late = Some(delay),
             // A faulted call returns before it has any effect (an offset confirms nothing).
             Some(fault) => return fault.reply(),
             None => {}
         }
+        let reply = self.execute(token, bot_id, named, params, conn).await;
+        if let Some(delay) = late {
+            tokio::time::sleep(delay).await;
+        }
+        reply
+    }
+
+    async fn execute(
+        self: &Arc<Self>,
+        token: &str,
+        bot_id: i64,
+        named: &str,
+        params: &Map<String, Value>,
+        conn: &Killer,
+    ) -> Reply {
+        let method = named.to_ascii_lowercase();
         match method.as_str() {
             "getme" => get_me(bot_id),
             "getupdates" => self.get_updates(token, params, conn).await,
@@ -855,7 +876,9 @@ impl Fault {
             Fault::Conflict => Reply::error(409, CONFLICT_OTHER_POLLER),
             Fault::Reset => Reply::Reset,
             // Handled by the caller, which must still answer normally.
-            Fault::Delay(_) => unreachable!("Delay is not an error answer"),
+            Fault::Delay(_) | Fault::AnswerLate(_) => {
+                unreachable!("a late answer is not an error answer")
+            }
         }
     }
 }

@@ -1,34 +1,40 @@
-//! Stopping the executor: calls not sent go back in order, calls with Telegram
-//! finish up to the deadline, and the limiter's memory is saved a last time.
+//! Stopping the executor: calls not sent go back in order, calls with Telegram are
+//! waited for until they have their answer (at most `call_timeout`, whatever the
+//! drain deadline says: a call handed over while it may still reach Telegram would be
+//! sent twice), their results published up to the drain deadline, and the limiter's
+//! memory saved a last time.
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::super::broker::Taken;
+use super::super::config::{ATTEMPT_MARGIN, RESULT_GRACE};
 use super::Executor;
 
 impl Executor {
-    /// Stopping: calls not sent go back in order; calls with Telegram finish up to the
-    /// deadline; the limiter's memory is saved a last time.
+    /// Stopping: calls not sent go back in order; calls with Telegram finish; the
+    /// limiter's memory is saved a last time.
     pub(super) async fn drain(mut self, mut intake: mpsc::Receiver<Taken>) {
-        let deadline = Instant::now() + self.settings.drain_timeout;
+        let started = Instant::now();
         intake.close();
         let mut given_back = self.give_back().await;
         while let Ok(taken) = intake.try_recv() {
             taken.delivery.release().await;
             given_back += 1;
         }
+        let answers_due = started + self.settings.call_timeout + ATTEMPT_MARGIN;
         while !self.attempts.is_empty() {
             tokio::select! {
                 Some(done) = self.attempts.join_next() => {
                     self.settle(done.expect("an attempt does not panic"));
                     given_back += self.give_back().await;
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(answers_due) => break,
             }
         }
         let abandoned = self.attempts.len();
         self.attempts.abort_all();
+        let deadline = (started + self.settings.drain_timeout).max(Instant::now() + RESULT_GRACE);
         if abandoned == 0 {
             let _ = tokio::time::timeout_at(deadline, self.saving.save_last(&self.limiter)).await;
         }

@@ -1,8 +1,11 @@
-//! Lanes: one queue per chat, each run one call at a time in the order taken, so a
-//! chat's calls reach Telegram in order; a call without a chat gets a lane of its own.
+//! Lanes: one queue per chat (per business connection and chat, for calls through a
+//! business account; per inline message, for edits of one), each run one call at a
+//! time in the order taken, so that their calls reach Telegram in order; a call
+//! naming none of them gets a lane of its own.
 //! A lane with calls is, at any time, waiting for a time (its chat's limits, a
-//! retry's backoff), ready (waiting for the bot's turn, first come first served), or
-//! busy (its head call is with Telegram).
+//! retry's backoff), ready (waiting for the bot's turn, first come first served
+//! within its class: a lane whose head call is interactive goes before every bulk
+//! one), or busy (its head call is with Telegram).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -16,6 +19,9 @@ use super::super::limiter::ChatKey;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LaneKey {
     Chat(ChatKey),
+    /// A business connection, and the chat when the call names one.
+    Business(String, Option<ChatKey>),
+    Inline(String),
     Solo(u64),
 }
 
@@ -28,10 +34,16 @@ pub struct Job {
     pub ce_id: String,
     /// What the call is remembered by: its request id, else its `ce_id`.
     pub key: String,
+    /// Its method and body, to tell a repeat from another call under the same id.
+    pub fingerprint: u64,
     pub taken_at: Instant,
     /// Attempts sent, and of them those that failed with a 5xx or no answer.
     pub attempts: u32,
     pub failures: u32,
+    /// An attempt may have reached Telegram.
+    pub reached: bool,
+    /// Not sent after this (`tg-deadline`).
+    pub deadline: Option<Instant>,
     /// The same call taken again while this one ran: they get its answer.
     pub followers: Vec<Taken>,
 }
@@ -50,18 +62,37 @@ struct Lane {
 #[derive(Default)]
 pub struct Lanes {
     lanes: HashMap<LaneKey, Lane>,
-    ready: VecDeque<(LaneKey, u64)>,
+    /// Ready lanes, interactive ones first (`[interactive, bulk]`).
+    ready: [VecDeque<(LaneKey, u64)>; 2],
     timers: BinaryHeap<Reverse<(Instant, LaneKey, u64)>>,
     next_solo: u64,
     next_ticket: u64,
 }
 
 impl Lanes {
+    /// The lane a call goes to, when it has one to share with others.
+    pub fn key_of(call: &Call) -> Option<LaneKey> {
+        match (&call.business_connection, &call.chat, &call.inline_message) {
+            (Some(b), chat, _) => Some(LaneKey::Business(b.clone(), chat.clone())),
+            (None, Some(chat), _) => Some(LaneKey::Chat(chat.clone())),
+            (None, None, Some(inline)) => Some(LaneKey::Inline(inline.clone())),
+            (None, None, None) => None,
+        }
+    }
+
+    /// Calls waiting or running in a lane.
+    pub fn len(&self, key: &LaneKey) -> usize {
+        self.lanes.get(key).map_or(0, |lane| lane.jobs.len())
+    }
+
     /// Queues a job at the back of its chat's lane (or a lane of its own).
     pub fn push(&mut self, job: Job) -> LaneKey {
-        let key = match &job.call.chat {
-            Some(chat) => LaneKey::Chat(chat.clone()),
-            None => {
+        let call = &job.call;
+        let key = match (&call.business_connection, &call.chat, &call.inline_message) {
+            (Some(b), chat, _) => LaneKey::Business(b.clone(), chat.clone()),
+            (None, Some(chat), _) => LaneKey::Chat(chat.clone()),
+            (None, None, Some(inline)) => LaneKey::Inline(inline.clone()),
+            (None, None, None) => {
                 self.next_solo += 1;
                 LaneKey::Solo(self.next_solo)
             }
@@ -105,7 +136,11 @@ impl Lanes {
         lane.scheduled = true;
         lane.ticket = self.next_ticket;
         if at <= now {
-            self.ready.push_back((key, lane.ticket));
+            let class = match lane.jobs.front() {
+                Some(job) if job.call.interactive => 0,
+                _ => 1,
+            };
+            self.ready[class].push_back((key, lane.ticket));
         } else {
             self.timers.push(Reverse((at, key, lane.ticket)));
         }
@@ -133,14 +168,21 @@ impl Lanes {
 
     /// Whether a lane is ready (dropping stale entries at the front).
     pub fn has_ready(&mut self) -> bool {
-        while let Some((key, ticket)) = self.ready.front() {
-            let (key, ticket) = (key.clone(), *ticket);
-            if self.live(&key, ticket).is_some() {
-                return true;
+        self.first_ready().is_some()
+    }
+
+    /// Which ready queue holds the next lane to go, if any (dropping stale entries).
+    fn first_ready(&mut self) -> Option<usize> {
+        for class in 0..self.ready.len() {
+            while let Some((key, ticket)) = self.ready[class].front() {
+                let (key, ticket) = (key.clone(), *ticket);
+                if self.live(&key, ticket).is_some() {
+                    return Some(class);
+                }
+                self.ready[class].pop_front();
             }
-            self.ready.pop_front();
         }
-        false
+        None
     }
 
     /// The lane an entry of `ready` or `timers` stands for, unless the entry is stale.
@@ -150,12 +192,16 @@ impl Lanes {
             .filter(|lane| lane.scheduled && lane.ticket == ticket)
     }
 
+    /// The first ready lane, left ready.
+    pub fn peek_ready(&mut self) -> Option<LaneKey> {
+        let class = self.first_ready()?;
+        self.ready[class].front().map(|(key, _)| key.clone())
+    }
+
     /// Takes the first ready lane and marks it busy; its head job is the call to send.
     pub fn start(&mut self) -> Option<(LaneKey, &mut Job)> {
-        if !self.has_ready() {
-            return None;
-        }
-        let (key, _) = self.ready.pop_front()?;
+        let class = self.first_ready()?;
+        let (key, _) = self.ready[class].pop_front()?;
         let lane = self.lanes.get_mut(&key).expect("a ready lane exists");
         lane.scheduled = false;
         lane.busy = true;
@@ -194,7 +240,7 @@ impl Lanes {
             }
             lane.scheduled = false;
         }
-        self.ready.clear();
+        self.ready.iter_mut().for_each(VecDeque::clear);
         self.timers.clear();
         jobs.sort_by_key(|j| j.seq);
         jobs
@@ -225,6 +271,7 @@ mod tests {
             broker_id: seq.to_string(),
             body: bytes::Bytes::new(),
             published: None,
+            options: Default::default(),
         };
         Job {
             seq,
@@ -236,12 +283,22 @@ mod tests {
                 method: "sendMessage".into(),
                 chat: chat.map(ChatKey::Id),
                 message: true,
+                inline_message: None,
+                business_connection: None,
+                weight: 1,
+                paid: false,
+                interactive: false,
+                repeatable: false,
+                deadline: None,
             },
             ce_id: format!("1:{seq}"),
             key: format!("1:{seq}"),
+            fingerprint: 0,
             taken_at: Instant::now(),
             attempts: 0,
             failures: 0,
+            reached: false,
+            deadline: None,
             followers: Vec::new(),
         }
     }
@@ -265,6 +322,46 @@ mod tests {
         assert_eq!(lanes.finish(&a).unwrap().seq, 1);
         lanes.schedule(a.clone(), now, now);
         assert_eq!(lanes.start().unwrap().1.seq, 2);
+    }
+
+    #[test]
+    fn inline_messages_and_business_chats_have_lanes_of_their_own() {
+        let mut lanes = Lanes::default();
+        let mut inline = job(1, None);
+        inline.call.inline_message = Some("m1".into());
+        let a = lanes.push(inline);
+        let mut again = job(2, None);
+        again.call.inline_message = Some("m1".into());
+        assert_eq!(
+            lanes.push(again),
+            a,
+            "edits of one inline message, in order"
+        );
+        let mut business = job(3, Some(5));
+        business.call.business_connection = Some("b".into());
+        let b = lanes.push(business);
+        assert_ne!(
+            b,
+            lanes.push(job(4, Some(5))),
+            "the bot's own chat 5 is another"
+        );
+        assert_ne!(lanes.push(job(5, None)), lanes.push(job(6, None)));
+    }
+
+    #[test]
+    fn an_interactive_call_goes_before_every_bulk_one() {
+        let mut lanes = Lanes::default();
+        let now = Instant::now();
+        for seq in 1..=3 {
+            let key = lanes.push(job(seq, Some(seq as i64)));
+            lanes.schedule(key, now, now);
+        }
+        let mut answer = job(4, None);
+        answer.call.interactive = true;
+        let key = lanes.push(answer);
+        lanes.schedule(key, now, now);
+        let order: Vec<u64> = std::iter::from_fn(|| lanes.start().map(|(_, j)| j.seq)).collect();
+        assert_eq!(order, [4, 1, 2, 3]);
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The executor's answers: each attempt judged, paused or tried again, and a final
 //! answer published for the call and every copy of it; with the metrics they feed.
+//!
+//! At most once: a call whose attempt may have reached Telegram without an answer is
+//! tried again only when it is repeatable (see `Call::repeatable`); otherwise its
+//! result says the outcome is unknown, and it is never sent again.
 
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 use super::super::broker::Taken;
-use super::super::call::{self, Reply};
+use super::super::call::{self, Answered, Outcome, Reply};
 use super::super::limiter::{ChatKey, Scope};
-use super::super::recent::Answered;
 use super::lanes::LaneKey;
-use super::verdict::{verdict, Verdict};
+use super::verdict::{verdict, GiveUp, Verdict};
 use super::{Attempted, Executor};
 use crate::backoff::Backoff;
 use crate::telegram::{RawReply, TelegramError};
@@ -29,17 +31,18 @@ impl Executor {
             .lanes
             .head(&lane)
             .expect("an attempted call heads its lane");
-        let (method, chat, message) = (
+        let (method, chat, message, weight) = (
             job.call.method.clone(),
             job.call.chat.clone(),
             job.call.message,
+            job.call.weight,
         );
         self.observe(&method, started, &outcome);
         let verdict = verdict(&outcome);
         let answered = !matches!(verdict, Verdict::RetryAfter { .. });
         if let (true, true, Some(chat)) = (message, answered, &chat) {
             // Counted even when it failed: Telegram may have sent it.
-            self.limiter.answered(chat, now);
+            self.limiter.answered_n(chat, now, weight);
             self.saving.mark(now);
         }
         match verdict {
@@ -48,31 +51,61 @@ impl Executor {
                 ok,
                 relay_error,
             } => {
-                let outcome = if ok { "ok" } else { "error" };
-                self.conclude(&lane, body, outcome, relay_error, now);
+                let outcome = if ok { Outcome::Ok } else { Outcome::Error };
+                let answered = Answered {
+                    body,
+                    relay_error,
+                    outcome,
+                };
+                self.conclude(&lane, answered, now);
             }
             Verdict::RetryAfter { wait, whole_bot } => {
                 self.pause(&lane, chat, whole_bot, wait, now)
             }
-            Verdict::Transient { reason, give_up } => {
-                let job = self.lanes.head_mut(&lane).expect("still there");
-                job.failures += 1;
-                let failures = job.failures;
-                if failures >= self.settings.max_attempts {
-                    tracing::warn!(bot = %self.bot.name, %method, failures, %reason, "giving up on a call");
-                    self.conclude(&lane, give_up.body, "gave_up", give_up.relay_error, now);
-                } else {
-                    tracing::debug!(bot = %self.bot.name, %method, failures, %reason, "call failed; trying again");
-                    self.metrics
-                        .retries
-                        .with_label_values(&[&self.bot.name, "transient"])
-                        .inc();
-                    let backoff = Backoff::DEFAULT.next_delay(failures - 1);
-                    self.lanes.again(&lane, Some(now + backoff));
-                }
-            }
+            Verdict::Transient {
+                reason,
+                give_up,
+                reached,
+            } => self.failed(&lane, reason, give_up, reached, now),
         }
         self.schedule(lane, now);
+    }
+
+    /// An attempt failed: tried again when it may be, else its result is a give-up,
+    /// or an unknown outcome when any attempt may have reached Telegram.
+    fn failed(
+        &mut self,
+        lane: &LaneKey,
+        reason: String,
+        give_up: GiveUp,
+        reached: bool,
+        now: Instant,
+    ) {
+        let job = self.lanes.head_mut(lane).expect("still there");
+        job.failures += 1;
+        job.reached |= reached;
+        let (failures, method) = (job.failures, job.call.method.clone());
+        let stop_here = reached && !job.call.repeatable;
+        if stop_here || failures >= self.settings.max_attempts {
+            let answered = if job.reached {
+                Answered::unknown(&reason)
+            } else {
+                Answered {
+                    body: give_up.body,
+                    relay_error: give_up.relay_error,
+                    outcome: Outcome::NotSent,
+                }
+            };
+            tracing::warn!(bot = %self.bot.name, %method, failures, %reason, outcome = answered.outcome.as_str(), "no answer for a call; giving it its result");
+            return self.conclude(lane, answered, now);
+        }
+        tracing::debug!(bot = %self.bot.name, %method, failures, %reason, "call failed; trying again");
+        self.metrics
+            .retries
+            .with_label_values(&[&self.bot.name, "transient"])
+            .inc();
+        let backoff = Backoff::DEFAULT.next_delay(failures - 1);
+        self.lanes.again(lane, Some(now + backoff));
     }
 
     /// A 429: its scope waits `wait`; the call goes again first when it may.
@@ -105,57 +138,34 @@ impl Executor {
     }
 
     /// The lane's head call has its result: published for it and every copy of it.
-    fn conclude(
-        &mut self,
-        lane: &LaneKey,
-        body: Bytes,
-        outcome: &str,
-        relay_error: Option<String>,
-        now: Instant,
-    ) {
+    pub(super) fn conclude(&mut self, lane: &LaneKey, answered: Answered, now: Instant) {
         let job = self
             .lanes
             .finish(lane)
             .expect("a concluded call heads its lane");
         self.in_lanes.remove(&job.key);
-        self.count(&job.call.method, outcome);
-        let answered = Answered {
-            body: body.clone(),
-            relay_error: relay_error.clone(),
-        };
-        self.recent.insert(job.key.clone(), answered, now);
+        self.count(&job.call.method, answered.outcome.as_str());
+        self.recent
+            .insert(job.key.clone(), answered.clone(), job.fingerprint, now);
         let chat = job.call.chat.clone();
         for follower in job.followers {
             self.count(&job.call.method, "duplicate");
-            self.finish(
-                follower,
-                chat.as_ref(),
-                body.clone(),
-                relay_error.as_deref(),
-            );
+            self.finish(follower, chat.as_ref(), &answered);
         }
-        self.finish(job.taken, chat.as_ref(), body, relay_error.as_deref());
+        self.finish(job.taken, chat.as_ref(), &answered);
     }
 
     /// Publishes a call's result, then acknowledges it, in a task of its own.
-    pub(super) fn finish(
-        &mut self,
-        taken: Taken,
-        chat: Option<&ChatKey>,
-        body: Bytes,
-        relay_error: Option<&str>,
-    ) {
+    pub(super) fn finish(&mut self, taken: Taken, chat: Option<&ChatKey>, answered: &Answered) {
         let request = &taken.request;
-        let ce_id = format!("{}:{}", self.bot.id, request.broker_id);
-        let use_reply_to = call::reply_route(request, &self.settings.own_route).is_some();
+        let use_reply_to = call::reply_route(request, &self.settings.replies).is_some();
         let reply = Reply::to(
             request,
-            &ce_id,
+            self.bot.id,
             chat,
             &self.settings.results_route,
             use_reply_to,
-            body,
-            relay_error,
+            answered,
         );
         self.finishing
             .spawn(Arc::clone(&self.finisher).finish(taken, reply));

@@ -73,6 +73,10 @@ async fn answer(
         .lock()
         .unwrap()
         .push(format!("{}:{text}", params["chat_id"]));
+    if text == "late" {
+        // Sent, and answered after the relay's call_timeout.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
     if text == "flood" && !std::mem::replace(&mut *t.flooded.lock().unwrap(), true) {
         let body = r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1","parameters":{"retry_after":1}}"#;
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, body.into());
@@ -95,6 +99,22 @@ struct Harness {
 
 impl Harness {
     async fn start(limits: Limits) -> Harness {
+        Harness::start_with(limits, Duration::from_secs(5), Duration::from_secs(5)).await
+    }
+
+    async fn start_with(
+        limits: Limits,
+        call_timeout: Duration,
+        drain_timeout: Duration,
+    ) -> Harness {
+        Harness::start_custom(limits, |s| {
+            s.call_timeout = call_timeout;
+            s.drain_timeout = drain_timeout;
+        })
+        .await
+    }
+
+    async fn start_custom(limits: Limits, custom: impl FnOnce(&mut Settings)) -> Harness {
         let telegram = Telegram::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -106,15 +126,27 @@ impl Harness {
         let settings = Settings {
             allow: vec!["send*".into()],
             limits,
-            own_route: "out.main".into(),
+            replies: crate::outbound::reply_to::ReplyPolicy::new(
+                &crate::outbound::OutboundConfig {
+                    subject: "out.{bot}".into(),
+                    results: "out.{bot}.results".into(),
+                    ..Default::default()
+                },
+                "main",
+                1,
+            ),
             results_route: "out.main.results".into(),
             concurrency: 8,
             max_pending: 100,
+            max_pending_per_chat: 100,
             call_timeout: Duration::from_secs(5),
             max_attempts: 3,
+            max_retry_after: Duration::from_secs(5),
             dedup_window: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
         };
+        let mut settings = settings;
+        custom(&mut settings);
         let executor = Executor::new(Parts {
             bot: Arc::new(BotIdentity::new("main", 1)),
             api: BotApi::new(BotApi::http_client(), &url, Secret::new("1:T")),
@@ -140,6 +172,17 @@ impl Harness {
     }
 
     async fn publish(&mut self, method: &str, body: Value, request_id: Option<&str>) {
+        self.publish_with(method, body, request_id, Default::default())
+            .await
+    }
+
+    async fn publish_with(
+        &mut self,
+        method: &str,
+        body: Value,
+        request_id: Option<&str>,
+        options: crate::outbound::call::Options,
+    ) {
         self.next += 1;
         let request = Request {
             method: Some(method.into()),
@@ -148,6 +191,7 @@ impl Harness {
             broker_id: self.next.to_string(),
             body: Bytes::from(body.to_string()),
             published: None,
+            options,
         };
         let delivery = Box::new(Settle(self.next.to_string(), self.log.clone()));
         self.intake.send(Taken { request, delivery }).await.unwrap();
@@ -271,31 +315,53 @@ async fn refused_and_repeated_calls_get_answers_without_a_second_send() {
         .await;
     h.publish("sendMessage", serde_json::json!([1, 2]), Some("b"))
         .await;
+    // Paid broadcasts need a budget this bot has not got.
+    h.publish(
+        "sendMessage",
+        serde_json::json!({"chat_id": 7, "text": "$", "allow_paid_broadcast": true}),
+        Some("p"),
+    )
+    .await;
     h.publish(
         "sendMessage",
         serde_json::json!({"chat_id": 5, "text": "once"}),
         Some("c"),
     )
     .await;
-    let first = h.results(3).await;
+    let first = h.results(4).await;
     h.publish(
         "sendMessage",
         serde_json::json!({"chat_id": 5, "text": "once"}),
         Some("c"),
     )
     .await;
-    let results = h.results(4).await;
+    h.results(5).await;
+    // The id of a refused call may be used again; an id answered by Telegram may
+    // not name another call.
+    h.publish(
+        "sendMessage",
+        serde_json::json!({"chat_id": 6, "text": "now valid"}),
+        Some("b"),
+    )
+    .await;
+    h.publish(
+        "sendMessage",
+        serde_json::json!({"chat_id": 5, "text": "other"}),
+        Some("c"),
+    )
+    .await;
+    let results = h.results(7).await;
     let calls = h.telegram.calls.lock().unwrap().clone();
     let log = h.stop().await;
-    assert_eq!(calls, ["5:once"]);
-    assert_eq!(log.iter().filter(|l| l.starts_with("ack")).count(), 4);
+    assert_eq!(calls, ["5:once", "6:now valid"]);
+    assert_eq!(log.iter().filter(|l| l.starts_with("ack")).count(), 7);
     let by_id = |id: &str| {
         results
             .iter()
             .filter(|r| header(r, "tg-request-id") == Some(id))
             .collect::<Vec<_>>()
     };
-    for id in ["a", "b"] {
+    for id in ["a", "b", "p"] {
         let refused = by_id(id);
         let body: Value = serde_json::from_slice(&refused[0].body).unwrap();
         assert_eq!(
@@ -304,11 +370,17 @@ async fn refused_and_repeated_calls_get_answers_without_a_second_send() {
         );
         assert!(header(refused[0], "tgrelay-error").is_some());
     }
-    let twice = by_id("c");
-    assert_eq!(twice.len(), 2);
-    assert_eq!(twice[0].body, twice[1].body);
-    assert_ne!(header(twice[0], "ce-id"), header(twice[1], "ce-id"));
-    assert_eq!(first.len(), 3);
+    let thrice = by_id("c");
+    assert_eq!(thrice.len(), 3);
+    assert_eq!(thrice[0].body, thrice[1].body);
+    assert_ne!(header(thrice[0], "ce-id"), header(thrice[1], "ce-id"));
+    assert_eq!(header(thrice[1], "tg-outcome"), Some("ok"));
+    assert_eq!(header(thrice[2], "tg-outcome"), Some("refused"));
+    assert!(header(thrice[2], "tgrelay-error")
+        .unwrap()
+        .contains("different call"));
+    assert_eq!(header(by_id("b")[1], "tg-outcome"), Some("ok"));
+    assert_eq!(first.len(), 4);
 }
 
 #[tokio::test]
@@ -349,3 +421,5 @@ async fn the_limiter_memory_is_saved_for_the_next_owner() {
     assert_eq!(saved.chats.len(), 1);
     assert_eq!(saved.chats[0].chat, "-9");
 }
+
+mod promises;

@@ -1,7 +1,9 @@
 //! What one attempt's outcome means for its call: a final answer to publish, a wait
-//! Telegram asked for, or a failure worth another attempt. Telegram's 4xx other than
-//! 429 are final (a bad request stays bad); 5xx and no answer at all are tried
-//! again; a 429 is never final.
+//! Telegram asked for, or a failure. Telegram's 4xx other than 429 are final (a bad
+//! request stays bad); a 429 is never final. A failure says whether the request may
+//! have reached Telegram: only a connection that never opened proves it did not; a
+//! timeout, a reset or a 5xx came after the request was written, and Telegram may
+//! have done what it asked (the executor then sends it again only when it may).
 
 use std::time::Duration;
 
@@ -22,8 +24,13 @@ pub enum Verdict {
     /// A 429: wait this long. `whole_bot` when it came from something in front of the
     /// Bot API (a proxy's page), which limits the bot as a whole.
     RetryAfter { wait: Duration, whole_bot: bool },
-    /// Try again later; if attempts run out, publish `give_up`.
-    Transient { reason: String, give_up: GiveUp },
+    /// Try again later; if attempts run out, publish `give_up`. `reached`: the
+    /// request may have reached Telegram.
+    Transient {
+        reason: String,
+        give_up: GiveUp,
+        reached: bool,
+    },
 }
 
 /// What a call's result is when its attempts run out.
@@ -58,6 +65,7 @@ pub fn verdict(outcome: &Result<RawReply, TelegramError>) -> Verdict {
         return Verdict::Transient {
             reason: error.to_string(),
             give_up: answer,
+            reached: true,
         };
     }
     let GiveUp { body, relay_error } = answer;
@@ -68,16 +76,23 @@ pub fn verdict(outcome: &Result<RawReply, TelegramError>) -> Verdict {
     }
 }
 
-/// No answer at all (refused, reset, timed out): worth another attempt.
+/// No answer at all (refused, reset, timed out): worth another attempt; the request
+/// may have reached Telegram unless the connection never opened.
 fn no_answer(error: &TelegramError) -> Verdict {
-    let timed_out = matches!(error, TelegramError::Transport { message, .. } if message.starts_with("timed out"));
+    let said = |prefix| matches!(error, TelegramError::Transport { message, .. } if message.starts_with(prefix));
+    let timed_out = said("timed out");
+    let reached = !said("could not connect");
     let code = if timed_out { 504 } else { 502 };
     let reason = format!("no answer from the Bot API: {error}");
     let give_up = GiveUp {
         body: relay_answer(code, &format!("Bad Gateway: {reason}")),
         relay_error: Some(reason.clone()),
     };
-    Verdict::Transient { reason, give_up }
+    Verdict::Transient {
+        reason,
+        give_up,
+        reached,
+    }
 }
 
 /// Telegram's error answer, passed on untouched.
@@ -189,17 +204,33 @@ mod tests {
     }
 
     #[test]
-    fn no_answer_is_worth_another_attempt() {
+    fn no_answer_is_worth_another_attempt_and_only_a_refused_connection_left_nothing() {
         let error = TelegramError::Transport {
             method: "x",
             message: "timed out: deadline".into(),
         };
         match verdict(&Err(error)) {
-            Verdict::Transient { give_up, .. } => {
+            Verdict::Transient {
+                give_up, reached, ..
+            } => {
                 let parsed: serde_json::Value = serde_json::from_slice(&give_up.body).unwrap();
                 assert_eq!(parsed["error_code"], 504);
+                assert!(reached);
             }
             other => panic!("{other:?}"),
+        }
+        for (message, may_have) in [
+            ("could not connect: connection refused", false),
+            ("request failed: connection reset", true),
+        ] {
+            let error = TelegramError::Transport {
+                method: "x",
+                message: message.into(),
+            };
+            assert!(
+                matches!(verdict(&Err(error)), Verdict::Transient { reached, .. } if reached == may_have),
+                "{message}"
+            );
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::memory::KafkaMemory;
 use crate::backoff::Backoff;
 use crate::outbound::broker::{Delivery, Taken};
-use crate::outbound::call::{Request, METHOD, REPLY_TO, REQUEST_ID};
+use crate::outbound::call::{Options, Request, METHOD, REPLY_TO, REQUEST_ID};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -177,6 +177,7 @@ impl KafkaIntake {
             broker_id: format!("{partition}.{offset}"),
             body: bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default()),
             published,
+            options: Options::read(header),
         };
         let delivery = Box::new(KafkaDelivery {
             partition,

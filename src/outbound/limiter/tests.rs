@@ -179,3 +179,35 @@ fn a_baseline_counts_against_every_chat_not_yet_seen() {
         t0 + secs(1.0)
     );
 }
+
+#[test]
+fn an_album_costs_its_items_in_the_bot_and_in_its_group() {
+    let t0 = Instant::now();
+    let mut limiter = Limiter::new(Limits::new(30.0, 1.0, 20.0));
+    let group = ChatKey::Id(-5);
+    limiter.take_n(t0, 10, false);
+    let next = limiter.bot_ready_at(t0);
+    assert!(next >= t0 + limiter.limits().bot_interval * 10 - MS);
+    limiter.answered_n(&group, t0, 10);
+    limiter.answered_n(&group, t0 + secs(1.0), 10);
+    // Twenty messages in the group's minute: the next waits for the first ten to leave it.
+    let ready = limiter.chat_ready_at(&group, true, t0 + secs(2.0));
+    assert!(ready >= t0 + secs(60.0), "{:?}", ready - t0);
+}
+
+#[test]
+fn paid_broadcasts_spend_their_own_budget() {
+    let t0 = Instant::now();
+    let limits = Limits::new(30.0, 1.0, 20.0).with_paid(Some(1000.0));
+    let mut limiter = Limiter::new(limits);
+    for _ in 0..100 {
+        limiter.take_n(t0, 1, true);
+    }
+    assert_eq!(limiter.bot_ready_at(t0), t0, "the free budget is untouched");
+    let paid = limiter.paid_ready_at(t0);
+    assert!(
+        paid >= t0 + secs(0.1) && paid < t0 + secs(0.2),
+        "{:?}",
+        paid - t0
+    );
+}

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::super::broker::{Delivery, Taken};
-use super::super::call::{Request, METHOD, REPLY_TO, REQUEST_ID};
+use super::super::call::{Options, Request, METHOD, REPLY_TO, REQUEST_ID};
 use super::super::OutboundConfig;
 use crate::backoff::Backoff;
 
@@ -254,6 +254,7 @@ impl NatsIntake {
             broker_id: seq.to_string(),
             body: message.payload.clone(),
             published: Some(published),
+            options: Options::read(header),
         };
         let acker = Arc::new(acker);
         self.held.0.lock().unwrap().insert(seq, Arc::clone(&acker));
