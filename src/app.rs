@@ -24,7 +24,7 @@ use crate::health::Health;
 use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundSetup, OutboundSlot};
-use crate::reload::{BotSet, BrokerSlot, ConfigSource, Reloader};
+use crate::reload::{BotSet, ConfigSource, Reloader};
 use crate::sink::connecting::ConnectingSink;
 use crate::sink::Sink;
 use crate::source::webhook::{self, WebhookBot, WebhookServer};
@@ -144,14 +144,12 @@ impl Relay {
         } else {
             (None, None)
         };
-        let broker = BrokerSlot::default();
         let bring_up = BringUp {
             config: self.config.clone(),
             connecting: self.connecting.clone(),
             metrics: Arc::clone(&self.metrics),
             lease: self.lease.clone(),
             outbound: Arc::clone(&deps.outbound),
-            broker: Arc::clone(&broker),
         };
         let ownership = tokio::spawn(bring_up.run(watched, supervisor.clone(), shutdown.clone()));
         if let (Some(source), Some(applied)) = (self.source, applied) {
@@ -159,7 +157,6 @@ impl Relay {
                 source,
                 applied,
                 bots: Arc::clone(&bots),
-                broker,
                 metrics: Arc::clone(&self.metrics),
             };
             tokio::spawn(reloader.run(shutdown.clone()));
@@ -302,15 +299,13 @@ struct BringUp {
     lease: Lease,
     /// Set once connected, before any bot starts.
     outbound: OutboundSlot,
-    /// Set once connected: provisions what bots added later publish to.
-    broker: BrokerSlot,
 }
 
 impl BringUp {
     async fn run(self, bots: Bots, supervisor: Supervisor, shutdown: CancellationToken) {
         let ownership = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ownership = self.connect(&bots) => ownership,
+            ownership = self.connect(&bots, &shutdown) => ownership,
         };
         ownership.run(bots, supervisor, shutdown).await;
     }
@@ -323,16 +318,18 @@ impl BringUp {
         outbound
     }
 
-    /// Connects the sink and the ownership, retrying with backoff until both answer.
-    async fn connect(&self, bots: &Bots) -> Box<dyn Ownership> {
+    /// Connects the sink and the ownership, retrying with backoff until both answer;
+    /// then keeps the broker provisioned for the bot set as it changes.
+    async fn connect(&self, bots: &Bots, shutdown: &CancellationToken) -> Box<dyn Ownership> {
         let Some(connecting) = &self.connecting else {
             // A sink handed over ready (tests): nothing to connect, one process.
             return Box::new(Single);
         };
-        let configured = Arc::clone(&bots.borrow());
-        let routes: Vec<BotRoutes> = configured.iter().map(|(n, b)| b.routes(n)).collect();
         let mut failures = 0;
         loop {
+            // The bots as they are now: some may have come while the broker was away.
+            let configured = Arc::clone(&bots.borrow());
+            let routes: Vec<BotRoutes> = configured.iter().map(|(n, b)| b.routes(n)).collect();
             let connected = async {
                 let broker = Broker::connect(self.config.sink.broker(), &routes).await?;
                 let sink = crate::sink::on(&self.config.sink, &broker)?;
@@ -361,7 +358,13 @@ impl BringUp {
                     if let Some(outbound) = outbound {
                         let _ = self.outbound.set(outbound);
                     }
-                    let _ = self.broker.set(broker);
+                    let provisioning = crate::reload::provision::follow(
+                        broker,
+                        bots.clone(),
+                        routes,
+                        shutdown.clone(),
+                    );
+                    tokio::spawn(provisioning);
                     connecting.connected(sink);
                     if failures > 0 {
                         tracing::info!(

@@ -7,7 +7,8 @@
 //! refused, and every bot keeps running as it was. A valid one changes only the bots:
 //! an added bot starts, a removed one finishes its batch, confirms and stops, a bot
 //! whose settings changed (a new token) restarts alone, and no other bot's long poll
-//! is touched. Everything else (sink, listeners, cluster) is read at start only.
+//! is touched. Everything else (sink, listeners, cluster) is read at start only. What
+//! an added bot publishes to is provisioned by [`provision`], which retries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{BotRoutes, Broker};
 use crate::config::{BotConfig, Config};
 use crate::metrics::Metrics;
+
+pub(crate) mod provision;
 
 /// How often a `tokens_dir` is looked at; every fifth look reads each file's size and
 /// time too (an edit in place does not change the directory itself).
@@ -40,9 +42,6 @@ impl ConfigSource {
     }
 }
 
-/// The broker once connected, for provisioning what added bots publish to.
-pub type BrokerSlot = Arc<std::sync::OnceLock<Broker>>;
-
 /// The bot set every part of a running relay follows.
 pub type BotSet = Arc<BTreeMap<String, BotConfig>>;
 
@@ -50,7 +49,6 @@ pub(crate) struct Reloader {
     pub source: ConfigSource,
     pub applied: Config,
     pub bots: Arc<watch::Sender<BotSet>>,
-    pub broker: BrokerSlot,
     pub metrics: Arc<Metrics>,
 }
 
@@ -136,19 +134,6 @@ impl Reloader {
             tracing::info!(cause, bots = new.len(), "configuration reloaded");
         } else {
             tracing::warn!(cause, "configuration reloaded: only the bots changed; other settings take effect at the next start");
-        }
-        let routes: Vec<BotRoutes> = added
-            .iter()
-            .chain(&changed)
-            .map(|name| new[*name].routes(name))
-            .collect();
-        // Before the broker first answered, connecting provisions every bot anyway.
-        let provisioned = match self.broker.get() {
-            Some(broker) => broker.provision(&routes).await,
-            None => Ok(()),
-        };
-        if let Err(e) = provisioned {
-            tracing::error!(error = %e, "preparing the broker for the new bots failed; they hold their updates until it succeeds");
         }
         self.bots.send_replace(Arc::new(config.bots.clone()));
         self.applied = config;
