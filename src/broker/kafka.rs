@@ -104,8 +104,9 @@ impl KafkaBroker {
         topics::missing(&self.config, bots).await
     }
 
-    /// A one-partition topic the cluster keeps its state in, created unless it exists.
+    /// A one-partition topic the cluster keeps its state in, created unless it exists,
+    /// with the sink's replication factor and `min.insync.replicas`.
     pub async fn ensure_log_topic(&self, topic: &str, retention_ms: &str) -> Result<(), String> {
-        topics::ensure_log(&self.connection_config(), topic, retention_ms).await
+        topics::ensure_log(&self.config, topic, retention_ms).await
     }
 }

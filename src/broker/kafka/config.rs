@@ -25,8 +25,12 @@ pub struct KafkaSinkConfig {
     pub create_topics: bool,
     /// Partitions of topics the relay creates.
     pub partitions: i32,
-    /// Replication factor of topics the relay creates (-1: the broker's default).
+    /// Replication factor of topics the relay creates (-1: the broker's default): the
+    /// updates' topics, the cluster's coordination topics and the gateway's topics.
     pub replication_factor: i32,
+    /// `min.insync.replicas` of topics the relay creates (-1: the broker's default). With
+    /// `acks=all`, a write then needs this many replicas: 2 of 3 survives one broker lost.
+    pub min_insync_replicas: i32,
     /// How long librdkafka may try to deliver a message before it fails (and is retried
     /// by fetching it again): far under Telegram's 60 s webhook wait.
     #[serde(with = "humantime_serde")]
@@ -66,6 +70,7 @@ impl Default for KafkaSinkConfig {
             create_topics: false,
             partitions: 3,
             replication_factor: -1,
+            min_insync_replicas: -1,
             message_timeout: Duration::from_secs(20),
             linger: Duration::from_millis(1),
             properties: BTreeMap::new(),
@@ -111,6 +116,18 @@ impl KafkaSinkConfig {
         }
         if self.partitions < 1 {
             errors.push(err("partitions", "must be at least 1".into()));
+        }
+        if self.min_insync_replicas == 0 || self.min_insync_replicas < -1 {
+            errors.push(err(
+                "min_insync_replicas",
+                "must be -1 (broker default) or at least 1".into(),
+            ));
+        } else if self.replication_factor > 0 && self.min_insync_replicas > self.replication_factor
+        {
+            errors.push(err(
+                "min_insync_replicas",
+                "cannot exceed replication_factor: no write would ever succeed".into(),
+            ));
         }
         if self.replication_factor == 0 || self.replication_factor < -1 {
             errors.push(err(
@@ -308,6 +325,24 @@ mod tests {
             .validate()
             .is_empty());
         assert_eq!(with(&[("bootstrap.servers", "x:1")]).validate().len(), 1);
+    }
+
+    #[test]
+    fn min_insync_replicas_must_leave_writes_possible() {
+        let mut config = KafkaSinkConfig {
+            replication_factor: 3,
+            min_insync_replicas: 2,
+            ..Default::default()
+        };
+        assert!(config.validate().is_empty());
+        config.min_insync_replicas = 4;
+        let errors = config.validate();
+        assert!(
+            errors.len() == 1 && errors[0].starts_with("sink.kafka.min_insync_replicas"),
+            "{errors:?}"
+        );
+        config.min_insync_replicas = 0;
+        assert_eq!(config.validate().len(), 1);
     }
 
     #[test]

@@ -100,14 +100,16 @@ async fn missing_named(
 async fn create(config: &KafkaSinkConfig, names: &[String]) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> =
         config.client_config().create().map_err(|e| e.to_string())?;
+    let min_insync = config.min_insync_replicas.to_string();
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 n,
                 config.partitions,
                 TopicReplication::Fixed(config.replication_factor),
-            )
+            );
+            with_min_insync(topic, config, &min_insync)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -157,16 +159,34 @@ pub async fn probe(config: ClientConfig, reachable: Weak<AtomicBool>) {
     }
 }
 
+/// `min.insync.replicas` when one is configured.
+fn with_min_insync<'a>(
+    topic: NewTopic<'a>,
+    config: &KafkaSinkConfig,
+    value: &'a str,
+) -> NewTopic<'a> {
+    match config.min_insync_replicas {
+        -1 => topic,
+        _ => topic.set("min.insync.replicas", value),
+    }
+}
+
 /// Creates a one-partition topic (a log every replica reads whole, in order) unless
-/// it exists, keeping records `retention_ms` (`-1`: for good).
+/// it exists, keeping records `retention_ms` (`-1`: for good), replicated as the
+/// sink's topics are.
 pub async fn ensure_log(
-    client: &ClientConfig,
+    config: &KafkaSinkConfig,
     topic: &str,
     retention_ms: &str,
 ) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = client.create().map_err(|e| e.to_string())?;
-    let new =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("retention.ms", retention_ms);
+    let admin: AdminClient<DefaultClientContext> = config
+        .connection_config()
+        .create()
+        .map_err(|e| e.to_string())?;
+    let min_insync = config.min_insync_replicas.to_string();
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(config.replication_factor))
+        .set("retention.ms", retention_ms);
+    let new = with_min_insync(new, config, &min_insync);
     let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
     let results = admin
         .create_topics([&new], &options)
