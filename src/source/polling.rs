@@ -326,11 +326,10 @@ impl PollingSource {
                     "publish failed; holding the offset and backing off");
             }
         }
-        if fatal {
-            self.settings.backoff.max
-        } else {
-            self.settings.backoff.next_delay(attempt)
-        }
+        // Backed off the same way either way: a refusal can be passing (a JetStream
+        // stream between leaders answers "no stream" for a few seconds after a node is
+        // lost), and waiting the longest step at once would hold every update that long.
+        self.settings.backoff.next_delay(attempt)
     }
 
     /// Sorts a Bot API error: how long to wait, or stop this bot.
