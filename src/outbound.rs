@@ -11,7 +11,8 @@
 //! [`body`], its [`options`]) and shapes its result ([`answer`]); [`reply_to`] says
 //! where a result may go; [`limiter`] and [`snapshot`] keep the flood limits, across
 //! owners too; [`executor`] runs one bot's calls; [`nats`] and [`kafka`] are the
-//! brokers' sides of [`broker`]'s traits; [`recent`] answers a repeated call from memory.
+//! brokers' sides of [`broker`]'s traits; [`recent`] answers a repeated call from
+//! memory, and [`journal`] from the broker, whoever owned the bot before.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker as Connected;
+use crate::envelope::BotIdentity;
 use crate::metrics::Metrics;
 use crate::route::RouteTemplate;
 use crate::source::BotContext;
@@ -32,6 +34,7 @@ pub mod broker;
 pub mod call;
 pub mod config;
 pub mod executor;
+pub mod journal;
 pub mod kafka;
 pub mod limiter;
 pub mod methods;
@@ -46,6 +49,7 @@ pub use config::OutboundConfig;
 
 use broker::{LimitsStore, Results};
 use executor::{Executor, Parts, Settings};
+use journal::Journal;
 use limiter::Limits;
 use metrics::OutboundMetrics;
 
@@ -82,6 +86,7 @@ enum Broker {
 struct BotSide {
     results: Arc<dyn Results>,
     store: Arc<dyn LimitsStore>,
+    journal: Arc<dyn Journal>,
     /// Takes calls until the stop token is cancelled.
     intake: BoxFuture<'static, ()>,
     /// Once the executor stopped: settles what the broker needs to know.
@@ -141,7 +146,7 @@ impl Outbound {
             }
         }
         let (tx, rx) = mpsc::channel(INTAKE);
-        let Some(side) = self.side(&bot.name, &render, own_route, tx, &stop) else {
+        let Some(side) = self.side(&bot, &render, own_route, tx, &stop) else {
             return;
         };
         let executor = Executor::new(Parts {
@@ -150,6 +155,7 @@ impl Outbound {
             settings,
             results: side.results,
             store: side.store,
+            journal: side.journal,
             metrics: Arc::clone(&self.metrics),
             relay_metrics: Arc::clone(&self.relay_metrics),
             lease: ctx.lease.clone(),
@@ -164,7 +170,7 @@ impl Outbound {
     /// The broker's side of one bot; `None` when it cannot be made (logged).
     fn side(
         &self,
-        bot: &str,
+        bot: &BotIdentity,
         render: &dyn Fn(&str) -> String,
         own_route: String,
         tx: mpsc::Sender<broker::Taken>,
@@ -172,29 +178,33 @@ impl Outbound {
     ) -> Option<BotSide> {
         match &self.broker {
             Broker::Nats(n) => {
-                let intake = n.intake(bot, render(&self.config.consumer), own_route);
+                let intake = n.intake(&bot.name, render(&self.config.consumer), own_route);
                 Some(BotSide {
                     results: n.results(),
-                    store: n.limits(bot),
+                    store: n.limits(&bot.name),
+                    journal: n.journal(bot.id),
                     intake: intake.run(tx, stop.clone()).boxed(),
                     close: futures::future::ready(()).boxed(),
                 })
             }
-            Broker::Kafka(k) => match k.bot(bot, render(&self.config.group), own_route) {
-                Ok((intake, memory)) => {
-                    let intake = Arc::new(intake);
-                    Some(BotSide {
-                        results: k.results(),
-                        store: memory,
-                        intake: Arc::clone(&intake).run(tx, stop.clone()).boxed(),
-                        close: async move { intake.close().await }.boxed(),
-                    })
+            Broker::Kafka(k) => {
+                match k.bot(&bot.name, render(&self.config.group), own_route.clone()) {
+                    Ok((intake, memory)) => {
+                        let intake = Arc::new(intake);
+                        Some(BotSide {
+                            results: k.results(),
+                            store: memory,
+                            journal: k.journal(&own_route),
+                            intake: Arc::clone(&intake).run(tx, stop.clone()).boxed(),
+                            close: async move { intake.close().await }.boxed(),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::error!(bot = %bot.name, error = %e, "cannot create the outbound calls' consumer");
+                        None
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(%bot, error = %e, "cannot create the outbound calls' consumer");
-                    None
-                }
-            },
+            }
         }
     }
 

@@ -107,6 +107,16 @@ impl KafkaBroker {
     /// A one-partition topic the cluster keeps its state in, created unless it exists,
     /// with the sink's replication factor and `min.insync.replicas`.
     pub async fn ensure_log_topic(&self, topic: &str, retention_ms: &str) -> Result<(), String> {
-        topics::ensure_log(&self.config, topic, retention_ms).await
+        topics::ensure_log(&self.config, topic, retention_ms, "delete").await
+    }
+
+    /// As `ensure_log_topic`, compacted too: only the last record of each key is kept
+    /// (and none past `retention_ms`).
+    pub async fn ensure_compacted_log_topic(
+        &self,
+        topic: &str,
+        retention_ms: &str,
+    ) -> Result<(), String> {
+        topics::ensure_log(&self.config, topic, retention_ms, "compact,delete").await
     }
 }

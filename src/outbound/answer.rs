@@ -39,6 +39,20 @@ impl Outcome {
         }
     }
 
+    /// The outcome `as_str` named.
+    pub fn parse(name: &str) -> Option<Outcome> {
+        [
+            Outcome::Ok,
+            Outcome::Error,
+            Outcome::Refused,
+            Outcome::NotSent,
+            Outcome::Unknown,
+            Outcome::Expired,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == name)
+    }
+
     /// Whether a call repeated with the same id gets this answer again instead of
     /// being run: Telegram's answers, and an unknown outcome (running it again could
     /// send it twice). Refusals and give-ups are not final: a repeat may succeed.

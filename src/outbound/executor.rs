@@ -7,6 +7,9 @@
 //! one is published and the call acknowledged (see `finish`), a 429 pauses its scope
 //! and the call goes again first, a failure is tried again after a backoff.
 //!
+//! Before a call is first sent its key is claimed in the request journal (see
+//! `journal`); a key found there is answered from it instead, never sent again.
+//!
 //! Stopping gives back every call not yet sent, in the order taken, lets the calls
 //! with Telegram finish (up to the drain deadline), and saves the limiter's memory
 //! for the next owner.
@@ -21,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{LimitsStore, Results, Taken};
+use super::journal::{Found, Journal};
 use super::limiter::{Limiter, Limits};
 use super::metrics::{MethodLabels, OutboundMetrics};
 use super::recent::Recent;
@@ -77,6 +81,7 @@ pub struct Parts {
     pub settings: Settings,
     pub results: Arc<dyn Results>,
     pub store: Arc<dyn LimitsStore>,
+    pub journal: Arc<dyn Journal>,
     pub metrics: Arc<OutboundMetrics>,
     pub relay_metrics: Arc<Metrics>,
     pub lease: Lease,
@@ -85,8 +90,18 @@ pub struct Parts {
 /// One attempt's outcome, back from its task.
 struct Attempted {
     lane: LaneKey,
-    outcome: Result<RawReply, TelegramError>,
+    attempt: Attempt,
     started: Instant,
+}
+
+/// What an attempt came to.
+enum Attempt {
+    /// Sent (its key claimed in the journal): Telegram's answer, or why there is none.
+    Sent(Result<RawReply, TelegramError>),
+    /// Not sent: the journal holds the call already, from an earlier owner or a repeat.
+    Found(Found),
+    /// Not sent: the journal could not be written.
+    Unjournaled(String),
 }
 
 pub struct Executor {
@@ -98,6 +113,7 @@ pub struct Executor {
     /// Calls in lanes, by what they are remembered by.
     in_lanes: HashMap<String, LaneKey>,
     recent: Recent,
+    journal: Arc<dyn Journal>,
     attempts: JoinSet<Attempted>,
     finishing: JoinSet<()>,
     finisher: Arc<Finisher>,
@@ -119,6 +135,7 @@ impl Executor {
             settings,
             results,
             store,
+            journal,
             metrics,
             relay_metrics,
             lease,
@@ -128,11 +145,13 @@ impl Executor {
                 bot: bot.name.clone(),
                 results,
                 default_route: settings.results_route.clone(),
+                journal: Arc::clone(&journal),
                 metrics: Arc::clone(&metrics),
             }),
             saving: Saving::new(&bot.name, store),
             limiter: Limiter::new(settings.limits),
             recent: Recent::new(settings.dedup_window),
+            journal,
             bot,
             api,
             settings,
@@ -185,18 +204,23 @@ impl Executor {
         self.drain(intake).await;
     }
 
-    /// Reads the last owner's limiter memory, retrying while the broker is away.
+    /// Reads the last owner's limiter memory and the request journal, retrying while
+    /// the broker is away.
     async fn load(&mut self, stop: &CancellationToken) -> bool {
         let mut failures = 0;
         loop {
-            match self.saving.load(self.settings.limits).await {
+            let loaded = match self.journal.load().await {
+                Ok(()) => self.saving.load(self.settings.limits).await,
+                Err(e) => Err(format!("the request journal: {e}")),
+            };
+            match loaded {
                 Ok(limiter) => {
                     self.limiter = limiter;
                     return true;
                 }
                 Err(error) => {
                     if failures == 0 {
-                        tracing::warn!(bot = %self.bot.name, %error, "cannot read the flood-limit memory; retrying");
+                        tracing::warn!(bot = %self.bot.name, %error, "cannot read the flood-limit memory or the request journal; retrying");
                     }
                     let wait = Backoff::DEFAULT.next_delay(failures);
                     failures += 1;

@@ -1,7 +1,8 @@
 //! The gateway on Kafka: each bot's calls on a topic of their own, read by the bot's
 //! owner alone, its offsets kept under a consumer group of the bot's own; results
 //! produced like updates (idempotent, `acks=all`, awaited); the limiter's memory and
-//! the partitions' progress in a record on `<calls topic>.limits` (see `memory`).
+//! the partitions' progress in a record on `<calls topic>.limits` (see `memory`);
+//! each call's request id on `<calls topic>.requests` (see `journal`).
 //!
 //! Offsets are committed only up to the oldest call not yet done (rdkafka's
 //! at-least-once pattern), so a crash runs again what was not finished; what was
@@ -25,10 +26,12 @@ use crate::broker::kafka::{KafkaBroker, KafkaSinkError};
 use crate::route::RouteTemplate;
 
 mod intake;
+mod journal;
 mod memory;
 pub mod offsets;
 
 pub use intake::KafkaIntake;
+pub use journal::KafkaJournal;
 pub use memory::KafkaMemory;
 
 /// How long a result may wait in the producer before it counts as failed (and is tried again).
@@ -42,6 +45,8 @@ pub struct KafkaOutbound {
     broker: KafkaBroker,
     calls: RouteTemplate,
     results: RouteTemplate,
+    /// How long the request journal keeps an entry.
+    dedup_window: Duration,
     /// Bots whose topics are known to be there.
     ready: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -64,6 +69,7 @@ impl KafkaOutbound {
             broker: broker.clone(),
             calls,
             results,
+            dedup_window: config.dedup_window,
             ready: Default::default(),
         };
         outbound.ensure_topics(bots).await?;
@@ -84,6 +90,17 @@ impl KafkaOutbound {
             return Ok(());
         }
         self.broker.ensure_topics(&names).await?;
+        let retention_ms = self.dedup_window.as_millis().max(1).to_string();
+        for (name, id) in bots.iter().filter(|(name, _)| !ready.contains(name)) {
+            let topic = journal::topic(&self.calls.render_with(name, *id, ""));
+            self.broker
+                .ensure_compacted_log_topic(&topic, &retention_ms)
+                .await
+                .map_err(|message| KafkaSinkError::Topics {
+                    brokers: self.broker.config().brokers.clone(),
+                    message: format!("topic {topic}: {message}"),
+                })?;
+        }
         let mut ready = self.ready.lock().unwrap();
         ready.extend(bots.iter().map(|(name, _)| name.clone()));
         Ok(())
@@ -93,6 +110,16 @@ impl KafkaOutbound {
         Arc::new(KafkaResults {
             producer: self.producer.clone(),
         })
+    }
+
+    /// One bot's request journal, beside its calls topic `topic`.
+    pub fn journal(&self, topic: &str) -> Arc<KafkaJournal> {
+        Arc::new(KafkaJournal::new(
+            self.producer.clone(),
+            self.consumer_config("tgrelay-journal-reader"),
+            topic,
+            self.dedup_window,
+        ))
     }
 
     /// One bot's intake and memory: its group `group` reading `topic`.

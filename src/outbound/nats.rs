@@ -4,6 +4,9 @@
 //! `<stream>_LIMITS.<bot>`; a plain stream rather than a key-value bucket, so that
 //! the NATS server Debian ships, 2.9, does as well).
 //!
+//! Each call's request id is kept in a key-value bucket, `<stream>_REQUESTS` (see
+//! `journal`).
+//!
 //! Calls wait in the stream (work-queue retention: a call leaves it once acked) and
 //! are pulled through one durable consumer per bot, which every replica shares and
 //! only the bot's owner pulls from. A result goes to a subject a stream captures with
@@ -18,7 +21,7 @@ use std::time::Duration;
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishErrorKind};
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -30,8 +33,10 @@ use super::OutboundConfig;
 use crate::broker::nats::{NatsBroker, NatsSinkError};
 
 mod intake;
+mod journal;
 
 pub use intake::NatsIntake;
+pub use journal::{bucket as journal_bucket, NatsJournal};
 
 /// How long what a route lookup found is trusted.
 const ROUTE_TTL: Duration = Duration::from_secs(60);
@@ -41,22 +46,34 @@ const ROUTE_CACHE: usize = 10_000;
 pub struct NatsOutbound {
     js: jetstream::Context,
     limits: stream::Stream,
+    journal: kv::Store,
     routes: Arc<RouteLookup>,
     config: OutboundConfig,
 }
 
 impl NatsOutbound {
-    /// Checks (or creates) the calls' stream and the limits stream.
+    /// Checks (or creates) the calls' stream, the limits stream and the journal bucket.
     pub async fn connect(
         broker: &NatsBroker,
         config: &OutboundConfig,
     ) -> Result<NatsOutbound, NatsSinkError> {
         ensure_stream(broker, config).await?;
         let limits = limits_stream(broker, &config.stream).await?;
+        let journal = broker
+            .key_value(kv::Config {
+                bucket: journal::bucket(&config.stream),
+                description: "tgrelay: the gateway's request journal".into(),
+                history: 1,
+                max_age: config.dedup_window,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?;
         let js = broker.jetstream();
         Ok(NatsOutbound {
             js: js.clone(),
             limits,
+            journal,
             routes: Arc::new(RouteLookup {
                 js: js.clone(),
                 known: Mutex::new(HashMap::new()),
@@ -79,6 +96,14 @@ impl NatsOutbound {
             js: self.js.clone(),
             stream: self.limits.clone(),
             subject: format!("{}.{name}", self.limits.cached_info().config.name),
+        })
+    }
+
+    /// Bot `id`'s request journal.
+    pub fn journal(&self, id: u64) -> Arc<NatsJournal> {
+        Arc::new(NatsJournal {
+            store: self.journal.clone(),
+            prefix: format!("{id}."),
         })
     }
 

@@ -7,10 +7,10 @@
 //! on runs when it comes again. Each entry keeps a fingerprint of the call (method and
 //! body), so an id reused for a different call is told apart from a repeat.
 //!
-//! Memory, so per owner: a new owner (after a handover or a crash) starts empty.
+//! Memory, so per owner: in front of the broker's journal (see `journal`), which a
+//! new owner (after a handover or a crash) reads instead.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,12 +20,18 @@ pub use super::call::Answered;
 /// At most this many calls are remembered per bot (the oldest go first).
 const CAPACITY: usize = 50_000;
 
-/// What tells two calls under one id apart: the method (as Telegram reads it) and the body.
+/// What tells two calls under one id apart: the method (as Telegram reads it) and the
+/// body. Kept in the broker's journal, so the same in every version and process
+/// (SHA-256, not the standard library's hasher, which may change between releases).
 pub fn fingerprint(method: &str, body: &[u8]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    method.to_ascii_lowercase().hash(&mut hasher);
-    body.hash(&mut hasher);
-    hasher.finish()
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(method.to_ascii_lowercase().as_bytes());
+    context.update(&[0]);
+    context.update(body);
+    let digest = context.finish();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first)
 }
 
 pub struct Recent {

@@ -41,7 +41,11 @@ impl ReplyPolicy {
         allowed.push(results);
         // Every bot's calls, even when the relay's other routes were not given.
         let calls = any_bot(&config.subject);
-        let mut guarded = vec![format!("{calls}.limits"), calls];
+        let mut guarded = vec![
+            format!("{calls}.limits"),
+            format!("{calls}.requests"),
+            calls,
+        ];
         guarded.extend(config.guarded.iter().cloned());
         ReplyPolicy { allowed, guarded }
     }
@@ -81,7 +85,12 @@ pub fn guarded(sink: &SinkConfig, cluster_name: &str, outbound: &OutboundConfig)
         any_bot(&sink.kafka.topic),
         any_bot(&sink.kafka.dead_letter_topic),
         format!("{calls}.limits"),
+        format!("{calls}.requests"),
         format!("{}_LIMITS.>", outbound.stream),
+        // JetStream's own subjects: key-value writes (the journal, the cluster's
+        // buckets) and the API.
+        "$KV.>".into(),
+        "$JS.>".into(),
         format!("{cluster_name}.members"),
         format!("{cluster_name}.owners"),
         calls,
@@ -174,7 +183,9 @@ mod tests {
             "telegram-out.main",
             "telegram-out.other",
             "telegram-out.main.limits",
+            "telegram-out.main.requests",
             "TELEGRAM_OUT_LIMITS.main",
+            "$KV.TELEGRAM_OUT_REQUESTS.1.abc",
             "tgrelay.owners",
             "telegram-out.other.results",
             "svc.replies",
@@ -187,8 +198,10 @@ mod tests {
         open.guarded = guarded(&SinkConfig::default(), "tgrelay", &open);
         let p = ReplyPolicy::new(&open, "main", 42);
         assert_eq!(p.refusal("svc.replies"), None);
-        let why = p.refusal("telegram.main.message").unwrap();
-        assert!(why.contains("the relay itself"), "{why}");
+        for route in ["telegram.main.message", "$KV.TELEGRAM_OUT_REQUESTS.1.abc"] {
+            let why = p.refusal(route).unwrap();
+            assert!(why.contains("the relay itself"), "{why}");
+        }
     }
 
     #[test]

@@ -172,12 +172,13 @@ fn with_min_insync<'a>(
 }
 
 /// Creates a one-partition topic (a log every replica reads whole, in order) unless
-/// it exists, keeping records `retention_ms` (`-1`: for good), replicated as the
-/// sink's topics are.
+/// it exists, keeping records `retention_ms` (`-1`: for good) under `cleanup_policy`,
+/// replicated as the sink's topics are.
 pub async fn ensure_log(
     config: &KafkaSinkConfig,
     topic: &str,
     retention_ms: &str,
+    cleanup_policy: &str,
 ) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = config
         .connection_config()
@@ -185,7 +186,8 @@ pub async fn ensure_log(
         .map_err(|e| e.to_string())?;
     let min_insync = config.min_insync_replicas.to_string();
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(config.replication_factor))
-        .set("retention.ms", retention_ms);
+        .set("retention.ms", retention_ms)
+        .set("cleanup.policy", cleanup_policy);
     let new = with_min_insync(new, config, &min_insync);
     let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
     let results = admin

@@ -96,7 +96,8 @@ impl NatsBroker {
                     bucket: name,
                     // nats-server 2.9 answers in a shape the client cannot read.
                     message: format!(
-                        "{created} (a shared cluster needs nats-server 2.10 or later)"
+                        "{created} (the relay's key-value buckets, for a shared cluster and \
+                         the gateway's request journal, need nats-server 2.10 or later)"
                     ),
                 }),
         }

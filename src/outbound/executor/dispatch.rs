@@ -2,13 +2,15 @@
 //! call that cannot wait that long is answered instead, and ready lanes are sent as
 //! the bot's turns, the lease and the saved memory allow.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
 use super::super::call::Answered;
+use super::super::journal::{Journal, State};
 use super::lanes::{Job, LaneKey};
-use super::{Attempted, Executor, HELD_RECHECK};
+use super::{Attempt, Attempted, Executor, HELD_RECHECK};
 
 impl Executor {
     /// Puts a lane with a call to make in line: ready now, or at the time its chat's
@@ -98,16 +100,60 @@ impl Executor {
             let method = job.call.method.clone();
             let body = job.taken.request.body.clone();
             let timeout = self.settings.call_timeout;
+            let claim = (!job.journaled).then(|| Claim {
+                journal: Arc::clone(&self.journal),
+                key: job.key.clone(),
+                fingerprint: job.fingerprint,
+                repeatable: job.call.repeatable,
+            });
             self.attempts.spawn(async move {
+                if let Some(claim) = claim {
+                    if let Err(attempt) = claim.make().await {
+                        let started = Instant::now();
+                        return Attempted {
+                            lane,
+                            attempt,
+                            started,
+                        };
+                    }
+                }
                 let started = Instant::now();
                 let outcome = api.call_raw(&method, body, timeout).await;
                 Attempted {
                     lane,
-                    outcome,
+                    attempt: Attempt::Sent(outcome),
                     started,
                 }
             });
         }
         None
+    }
+}
+
+/// A call's key to claim in the journal before its first attempt.
+struct Claim {
+    journal: Arc<dyn Journal>,
+    key: String,
+    fingerprint: u64,
+    repeatable: bool,
+}
+
+impl Claim {
+    /// Claims the key; what the attempt comes to instead when the call must not be sent.
+    /// A call the caller allowed to be repeated is sent again when an earlier owner
+    /// left it started (its claim is taken over).
+    async fn make(self) -> Result<(), Attempt> {
+        match self.journal.begin(&self.key, self.fingerprint).await {
+            Ok(None) => Ok(()),
+            Ok(Some(found))
+                if found.state == State::Started
+                    && found.fingerprint == self.fingerprint
+                    && self.repeatable =>
+            {
+                Ok(())
+            }
+            Ok(Some(found)) => Err(Attempt::Found(found)),
+            Err(error) => Err(Attempt::Unjournaled(error)),
+        }
     }
 }

@@ -48,11 +48,19 @@ impl Executor {
         tracing::info!(bot = %self.bot.name, given_back, abandoned, unsettled, "outbound calls stopped");
     }
 
-    /// Gives back every call not with Telegram now, in the order taken.
+    /// Gives back every call not with Telegram now, in the order taken. A call whose
+    /// key is claimed in the journal (its attempt failed before reaching Telegram, or
+    /// it may be repeated) is forgotten there first, so its next owner sends it.
     async fn give_back(&mut self) -> usize {
         let mut count = 0;
         for job in self.lanes.drain_unstarted() {
             self.in_lanes.remove(&job.key);
+            if job.journaled {
+                if let Err(error) = self.journal.forget(&job.key).await {
+                    // Its next owner answers it as unknown: never sent twice.
+                    tracing::warn!(bot = %self.bot.name, %error, "cannot clear a call given back from the request journal");
+                }
+            }
             for taken in std::iter::once(job.taken).chain(job.followers) {
                 taken.delivery.release().await;
                 count += 1;

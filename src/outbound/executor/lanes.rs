@@ -42,6 +42,8 @@ pub struct Job {
     pub failures: u32,
     /// An attempt may have reached Telegram.
     pub reached: bool,
+    /// Its key is claimed in the request journal (its first attempt was sent).
+    pub journaled: bool,
     /// Not sent after this (`tg-deadline`).
     pub deadline: Option<Instant>,
     /// The same call taken again while this one ran: they get its answer.
@@ -298,6 +300,7 @@ mod tests {
             attempts: 0,
             failures: 0,
             reached: false,
+            journaled: false,
             deadline: None,
             followers: Vec::new(),
         }

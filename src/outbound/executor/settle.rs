@@ -9,12 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+use super::super::answer::relay_answer;
 use super::super::broker::Taken;
 use super::super::call::{self, Answered, Outcome, Reply};
+use super::super::journal::{Entry, Found, State};
 use super::super::limiter::{ChatKey, Scope};
 use super::lanes::LaneKey;
+use super::take::REUSED_ID;
 use super::verdict::{verdict, GiveUp, Verdict};
-use super::{Attempted, Executor};
+use super::{Attempt, Attempted, Executor};
 use crate::backoff::Backoff;
 use crate::telegram::{RawReply, TelegramError};
 
@@ -24,13 +27,19 @@ impl Executor {
         let now = Instant::now();
         let Attempted {
             lane,
-            outcome,
+            attempt,
             started,
         } = attempted;
+        let outcome = match attempt {
+            Attempt::Sent(outcome) => outcome,
+            Attempt::Found(found) => return self.found(lane, found, now),
+            Attempt::Unjournaled(error) => return self.unjournaled(lane, error, now),
+        };
         let job = self
             .lanes
-            .head(&lane)
+            .head_mut(&lane)
             .expect("an attempted call heads its lane");
+        job.journaled = true;
         let (method, chat, message, weight) = (
             job.call.method.clone(),
             job.call.chat.clone(),
@@ -68,6 +77,38 @@ impl Executor {
                 reached,
             } => self.failed(&lane, reason, give_up, reached, now),
         }
+        self.schedule(lane, now);
+    }
+
+    /// The journal holds the call already: it gets the answer there (an earlier owner
+    /// that stopped while the call was with Telegram left it unknown), or a refusal
+    /// when its id was used for another call.
+    fn found(&mut self, lane: LaneKey, found: Found, now: Instant) {
+        let job = self
+            .lanes
+            .head(&lane)
+            .expect("an attempted call heads its lane");
+        let answered = match found.state {
+            _ if found.fingerprint != job.fingerprint => Answered::refused(REUSED_ID),
+            State::Answered(answered) => answered,
+            State::Started => {
+                Answered::unknown("its earlier owner stopped while it was with Telegram")
+            }
+        };
+        tracing::debug!(bot = %self.bot.name, outcome = answered.outcome.as_str(), "call answered from the request journal");
+        self.conclude(&lane, answered, now);
+        self.schedule(lane, now);
+    }
+
+    /// The journal could not be written, so the call was not sent: tried again after
+    /// a backoff, like a connection that never opened.
+    fn unjournaled(&mut self, lane: LaneKey, error: String, now: Instant) {
+        let reason = format!("the request journal could not be written: {error}");
+        let give_up = GiveUp {
+            body: relay_answer(503, &format!("Service Unavailable: {reason}")),
+            relay_error: Some(reason.clone()),
+        };
+        self.failed(&lane, reason, give_up, false, now);
         self.schedule(lane, now);
     }
 
@@ -152,11 +193,25 @@ impl Executor {
             self.count(&job.call.method, "duplicate");
             self.finish(follower, chat.as_ref(), &answered);
         }
-        self.finish(job.taken, chat.as_ref(), &answered);
+        let entry = job
+            .journaled
+            .then(|| Entry::after(job.key, job.fingerprint, &answered));
+        self.finish_with(job.taken, chat.as_ref(), &answered, entry);
     }
 
     /// Publishes a call's result, then acknowledges it, in a task of its own.
     pub(super) fn finish(&mut self, taken: Taken, chat: Option<&ChatKey>, answered: &Answered) {
+        self.finish_with(taken, chat, answered, None);
+    }
+
+    /// As `finish`, writing `entry` to the journal first.
+    fn finish_with(
+        &mut self,
+        taken: Taken,
+        chat: Option<&ChatKey>,
+        answered: &Answered,
+        entry: Option<Entry>,
+    ) {
         let request = &taken.request;
         let use_reply_to = call::reply_route(request, &self.settings.replies).is_some();
         let reply = Reply::to(
@@ -168,7 +223,7 @@ impl Executor {
             answered,
         );
         self.finishing
-            .spawn(Arc::clone(&self.finisher).finish(taken, reply));
+            .spawn(Arc::clone(&self.finisher).finish(taken, reply, entry));
     }
 
     /// A finished call is settled with the broker.

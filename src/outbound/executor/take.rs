@@ -11,6 +11,9 @@ use super::super::recent::fingerprint;
 use super::lanes::{Job, Lanes};
 use super::Executor;
 
+/// Why a call is refused whose request id named another call lately.
+pub(super) const REUSED_ID: &str = "tg-request-id was used for a different call (another method or body) inside the dedup window; use a new id";
+
 impl Executor {
     /// A call from the broker: answered from memory, joined to the same call in a
     /// lane, refused, or queued in its chat's lane.
@@ -65,6 +68,7 @@ impl Executor {
                     attempts: 0,
                     failures: 0,
                     reached: false,
+                    journaled: false,
                     deadline,
                     followers: Vec::new(),
                 };
@@ -98,8 +102,7 @@ impl Executor {
         };
         let method = taken.request.method.clone().unwrap_or_default();
         if first != print {
-            let why = "tg-request-id was used for a different call (another method or body) inside the dedup window; use a new id";
-            self.refuse(taken, why);
+            self.refuse(taken, REUSED_ID);
             return None;
         }
         self.count(&method, "duplicate");

@@ -12,6 +12,7 @@ use super::*;
 use crate::outbound::broker::{Delivery, LimitsStore, PublishError, Results};
 use crate::outbound::call::Reply;
 use crate::outbound::call::Request;
+use crate::outbound::journal::MemoryJournal;
 use crate::secret::Secret;
 use bytes::Bytes;
 
@@ -90,6 +91,7 @@ async fn answer(
 struct Harness {
     telegram: Telegram,
     memory: Arc<Memory>,
+    journal: Arc<MemoryJournal>,
     log: Log,
     intake: mpsc::Sender<Taken>,
     stop: CancellationToken,
@@ -123,6 +125,7 @@ impl Harness {
             .with_state(telegram.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let memory = Arc::new(Memory::default());
+        let journal = Arc::new(MemoryJournal::default());
         let settings = Settings {
             allow: vec!["send*".into()],
             limits,
@@ -153,6 +156,7 @@ impl Harness {
             settings,
             results: memory.clone(),
             store: memory.clone(),
+            journal: journal.clone(),
             metrics: Arc::new(OutboundMetrics::new(&prometheus::Registry::new())),
             relay_metrics: Arc::new(Metrics::new()),
             lease: Lease::unbounded(),
@@ -163,6 +167,7 @@ impl Harness {
         Harness {
             telegram,
             memory,
+            journal,
             log: Log::default(),
             intake,
             stop,
@@ -422,4 +427,5 @@ async fn the_limiter_memory_is_saved_for_the_next_owner() {
     assert_eq!(saved.chats[0].chat, "-9");
 }
 
+mod journal;
 mod promises;
