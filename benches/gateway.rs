@@ -14,7 +14,10 @@
 //! for `fast`, four times as many calls. (3) latency under the limit: 300 calls to
 //! `main`, one every 100 ms (a third of its rate), each timed to its arrival at the
 //! fake from just before its publish (the broker's write, the relay's pull, its
-//! limiter and its Bot API call) and from the broker's acknowledgement. The Kafka
+//! limiter and its Bot API call, the request journal's two writes) and from the
+//! broker's acknowledgement. (4) priority: 10 000 calls to `main` for as many chats
+//! (five and a half minutes of its rate), then one with `tg-priority: interactive`,
+//! timed from just before its publish to its arrival at the fake. The Kafka
 //! run sets the consumers' `fetch.wait.max.ms` to 5: tansu holds a fetch for all of
 //! it even when a record arrives (Kafka answers at once), which would time the
 //! setting, not the relay. The fake runs in this process and shares the cores with
@@ -41,6 +44,7 @@ const MAIN_RATE: usize = 30;
 const FAST_RATE: usize = 300;
 const LATENCY_CALLS: usize = 300;
 const LATENCY_EVERY: Duration = Duration::from_millis(100);
+const BULK_AHEAD: usize = 10_000;
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -64,6 +68,9 @@ struct Figures {
     /// Milliseconds, sorted: from just before each publish, and from its acknowledgement.
     latency: Vec<f64>,
     from_ack: Vec<f64>,
+    /// Milliseconds from an interactive call's publish, behind `BULK_AHEAD` bulk ones,
+    /// to its arrival.
+    overtake: f64,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -115,6 +122,15 @@ async fn run() -> anyhow::Result<()> {
                 );
             }
         }
+        println!();
+        println!("Priority: one call with `tg-priority: interactive` published behind {BULK_AHEAD} bulk calls to");
+        println!("other chats (`main`, 30 calls/s), from just before its publish to its arrival at the fake:");
+        println!();
+        println!("| broker | interactive call sent after |");
+        println!("|---|---:|");
+        for (broker, f) in &results {
+            println!("| {} | {:.0} ms |", broker.name(), f.overtake);
+        }
         if results.iter().any(|(b, _)| *b == Broker::Kafka) {
             println!();
             println!("On Kafka the relay's consumers run with `fetch.wait.max.ms` = 5 here: tansu holds a fetch");
@@ -138,6 +154,7 @@ async fn run() -> anyhow::Result<()> {
             println!("gateway.{b}.p99_ms={:.2}", pct(&f.latency, 99.0));
             println!("gateway.{b}.ack_p50_ms={:.2}", pct(&f.from_ack, 50.0));
             println!("gateway.{b}.ack_p99_ms={:.2}", pct(&f.from_ack, 99.0));
+            println!("gateway.{b}.overtake_ms={:.0}", f.overtake);
         }
     });
     Ok(())
@@ -225,6 +242,7 @@ async fn measure(broker: Broker, calls: usize) -> anyhow::Result<Figures> {
         v
     };
     let (latency, from_ack) = (sorted(|p| p.0), sorted(|p| p.1));
+    let overtake = overtake(&api, &publisher, &route("main")).await?;
     publisher.clean(&names).await;
     drop(relay);
     Ok(Figures {
@@ -232,7 +250,27 @@ async fn measure(broker: Broker, calls: usize) -> anyhow::Result<Figures> {
         fast,
         latency,
         from_ack,
+        overtake,
     })
+}
+
+/// `BULK_AHEAD` calls to as many chats, then an interactive one: how long it took to
+/// reach Telegram from just before its publish. The bulk calls are left behind.
+async fn overtake(api: &FakeBotApi, publisher: &Publisher, route: &str) -> anyhow::Result<f64> {
+    set_rate(api, MAIN_RATE);
+    publisher.send_all(route, "bulk", BULK_AHEAD).await?;
+    let before = Instant::now();
+    publisher
+        .send_with(route, "interactive", 0, Some("interactive"))
+        .await?;
+    let arrived = arrivals(api, MAIN, "interactive", 1, Duration::from_secs(60)).await?;
+    let bulk_before = arrivals(api, MAIN, "bulk", 0, Duration::ZERO)
+        .await?
+        .values()
+        .filter(|at| **at < arrived[&0])
+        .count();
+    eprintln!("the interactive call went after {bulk_before} of {BULK_AHEAD} bulk calls");
+    Ok(arrived[&0].duration_since(before).as_secs_f64() * 1000.0)
 }
 
 /// `calls` calls to as many private chats, published at once; the rate they reached Telegram at.

@@ -49,6 +49,17 @@ impl Publisher {
 
     /// Publishes one call; returns once the broker has it.
     pub async fn send(&self, route: &str, phase: &str, i: usize) -> anyhow::Result<()> {
+        self.send_with(route, phase, i, None).await
+    }
+
+    /// As `send`, with `tg-priority` when `priority` is given.
+    pub async fn send_with(
+        &self,
+        route: &str,
+        phase: &str,
+        i: usize,
+        priority: Option<&str>,
+    ) -> anyhow::Result<()> {
         let id = format!("{phase}:{i}");
         let chat = 10_000_000 + i;
         let body = format!(r#"{{"chat_id":{chat},"text":"{id}"}}"#);
@@ -57,13 +68,16 @@ impl Publisher {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("tg-method", "sendMessage");
                 headers.insert("tg-request-id", id.as_str());
+                if let Some(priority) = priority {
+                    headers.insert("tg-priority", priority);
+                }
                 js.publish_with_headers(route.to_owned(), headers, body.into())
                     .await?
                     .await?;
             }
             Publisher::Kafka(producer) => {
                 use rdkafka::message::{Header, OwnedHeaders};
-                let headers = OwnedHeaders::new()
+                let mut headers = OwnedHeaders::new()
                     .insert(Header {
                         key: "tg-method",
                         value: Some("sendMessage"),
@@ -72,6 +86,12 @@ impl Publisher {
                         key: "tg-request-id",
                         value: Some(id.as_str()),
                     });
+                if let Some(priority) = priority {
+                    headers = headers.insert(Header {
+                        key: "tg-priority",
+                        value: Some(priority),
+                    });
+                }
                 let key = chat.to_string();
                 let record = rdkafka::producer::FutureRecord::to(route)
                     .key(&key)
@@ -97,9 +117,12 @@ impl Publisher {
 
     pub async fn clean(&self, names: &super::e2e_polling::Names) {
         if let Publisher::Nats(js) = self {
-            for suffix in ["", "_OUT", "_OUT_LIMITS"] {
+            for suffix in ["", "_OUT", "_OUT_LIMITS", "_OUT_REQUESTS"] {
                 let _ = js.delete_stream(format!("{}{suffix}", names.stream)).await;
             }
+            let _ = js
+                .delete_key_value(format!("{}_OUT_REQUESTS", names.stream))
+                .await;
         }
     }
 }
