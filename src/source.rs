@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_util::sync::CancellationToken;
 
 use crate::ack::Outcome;
 use crate::envelope::{BotIdentity, Envelope};
@@ -28,6 +29,9 @@ pub struct BotContext {
     pub health: Arc<Health>,
     /// How long this replica may still call Telegram for the bot.
     pub lease: Lease,
+    /// Cancelled when another replica took the bot over: it stops at once and calls
+    /// Telegram no more (no final confirm, which would cut the new owner's long poll).
+    pub taken: CancellationToken,
     /// Shared by every bot: how many make their start-up calls at once.
     pub starting: StartGate,
 }

@@ -63,6 +63,7 @@ impl BotDeps {
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
             lease: self.lease.clone(),
+            taken: CancellationToken::new(),
             starting: self.starting.clone(),
         }
     }
@@ -102,6 +103,8 @@ pub type BotConfigs = Arc<BTreeMap<String, BotConfig>>;
 
 struct BotTask {
     stop: CancellationToken,
+    /// The bot's `BotContext::taken`.
+    taken: CancellationToken,
     task: JoinHandle<()>,
     /// The set it was started from (its own settings are in it), so a changed
     /// configuration restarts it. A reference, not a copy: one set serves every bot.
@@ -151,6 +154,7 @@ impl Supervisor {
             .failed
             .send_if_modified(|failed| failed.remove(name));
         let ctx = self.inner.deps.context(name, bot);
+        let taken = ctx.taken.clone();
         ctx.set_up(false);
         let stop = self.inner.shutdown.child_token();
         let outbound = self.inner.deps.outbound.get().cloned();
@@ -176,6 +180,7 @@ impl Supervisor {
             name.to_owned(),
             BotTask {
                 stop,
+                taken,
                 task,
                 started_from: Arc::clone(bots),
             },
@@ -198,9 +203,21 @@ impl Supervisor {
     /// readiness no longer counts: this replica does not run it. Its counters stay, as
     /// they were, so sums over replicas and `increase()` keep reading them right.
     pub async fn stop(&self, name: &str) {
+        self.stop_as(name, false).await;
+    }
+
+    /// Stops a bot another replica has taken over: at once, calling Telegram no more.
+    pub async fn stop_taken(&self, name: &str) {
+        self.stop_as(name, true).await;
+    }
+
+    async fn stop_as(&self, name: &str, taken: bool) {
         let Some(bot) = self.inner.running.lock().unwrap().remove(name) else {
             return;
         };
+        if taken {
+            bot.taken.cancel();
+        }
         bot.stop.cancel();
         let _ = bot.task.await;
         let deps = &self.inner.deps;

@@ -100,6 +100,40 @@ async fn a_bot_stopped_alone_finishes_its_batch_confirms_it_and_the_others_keep_
 }
 
 #[tokio::test]
+async fn a_bot_taken_over_stops_at_once_and_calls_telegram_no_more() {
+    let api = FakeBotApi::start().await;
+    let sink = Arc::new(MemorySink::new());
+    let (relay, _a, b) = two_bots(&api, &sink).await;
+    let corpus = Corpus::load();
+    api.push_updates(&b, corpus.mixed(1, 3, 1));
+    assert!(api.wait_for_confirmed(&b, 3, WAIT).await);
+    // `b` has a batch in the broker's hands when another replica takes it over: a
+    // stop would confirm that batch with one more getUpdates once it is published.
+    sink.hold(true);
+    api.push_updates(&b, corpus.mixed(4, 2, 2));
+    assert!(
+        eventually(20, || relay.metric("tgrelay_updates_in_flight{bot=\"b\"}")
+            == 2.0)
+        .await
+    );
+    let before = api.calls(&b).len();
+    let supervisor = relay.supervisor().clone();
+    let stopping = tokio::spawn(async move { supervisor.stop_taken("b").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sink.hold(false);
+    stopping.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A final confirm (a getUpdates) would cut the new owner's long poll short.
+    assert_eq!(
+        api.calls(&b).len(),
+        before,
+        "no call after the bot was taken"
+    );
+    assert!(!relay.supervisor().running().contains("b"));
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_stopped_bot_started_again_resumes_after_what_it_confirmed() {
     let api = FakeBotApi::start().await;
     let sink = Arc::new(MemorySink::new());

@@ -227,7 +227,7 @@ impl<S: Store> Coordinator<S> {
         if revision > written {
             self.mine.remove(&bot);
             self.log.lost(&bot, "taken");
-            self.supervisor.stop(&bot).await;
+            self.supervisor.stop_taken(&bot).await;
         }
     }
 

@@ -102,11 +102,15 @@ impl PollingSource {
             return Ok(());
         }
         let lease = self.ctx.lease.clone();
-        while !shutdown.is_cancelled() && lease.is_valid() {
+        let taken = self.ctx.taken.clone();
+        while !shutdown.is_cancelled() && lease.is_valid() && !taken.is_cancelled() {
             let fetched = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                // In this order: a getUpdates is sent only while the bot is still ours.
+                biased;
                 // Another replica may take the bot over from now on: stop at once.
                 _ = lease.lapsed() => break,
+                _ = taken.cancelled() => break,
+                _ = shutdown.cancelled() => break,
                 fetched = self.fetch() => fetched,
             };
             let delay = match fetched {
@@ -120,12 +124,12 @@ impl PollingSource {
                 }
             }
         }
-        if lease.is_valid() {
+        if lease.is_valid() && !taken.is_cancelled() {
             Box::pin(self.confirm_on_shutdown()).await;
         } else {
             // Not ours any more: the new owner's getUpdates confirms (and we would cut
             // its long poll short with a 409). What we published comes again: duplicates.
-            tracing::info!(bot = %self.ctx.bot.name, "lease lapsed; stopped polling without a final confirm");
+            tracing::info!(bot = %self.ctx.bot.name, "lease lapsed or bot taken over; stopped polling without a final confirm");
         }
         Ok(())
     }
