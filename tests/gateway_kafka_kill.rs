@@ -11,18 +11,20 @@ mod support;
 
 use std::time::Duration;
 
-use support::fake_bot_api::FakeBotApi;
+use support::fake_bot_api::{FakeBotApi, Fault};
 use support::gateway;
 use support::process::RelayProcess;
 use support::{kafka, nats, relay};
 
 const CONCURRENCY: usize = 8;
+/// Calls answered late, with Telegram at the kill.
+const LATE: usize = 4;
 /// The test's bot rate is 200 calls a second; progress is saved every 250 ms: results
 /// published again are at most those finished in the quarter second before the kill.
 const FINISHED_UNSAVED: usize = 200 / 4;
 
 #[tokio::test]
-async fn a_killed_relay_restarted_loses_no_call_and_repeats_only_the_last_moments() {
+async fn a_killed_relay_restarted_loses_no_call_and_sends_none_twice() {
     let api = FakeBotApi::start().await;
     let token = relay::token(8401);
     api.add_bot(&token);
@@ -59,6 +61,15 @@ async fn a_killed_relay_restarted_loses_no_call_and_repeats_only_the_last_moment
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The next calls are delivered and answered late: with Telegram at the kill.
+    for _ in 0..LATE {
+        api.inject_on(
+            &token,
+            "sendMessage",
+            Fault::AnswerLate(Duration::from_secs(3)),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     first.kill();
     let second = RelayProcess::spawn(dir.path(), "second", &toml, &[]);
     for producer in producers {
@@ -96,6 +107,10 @@ async fn a_killed_relay_restarted_loses_no_call_and_repeats_only_the_last_moment
         unknown.len()
     );
     assert_eq!(sent_twice, 0, "calls sent twice");
+    assert!(
+        unknown.len() >= LATE,
+        "the calls with Telegram are answered as unknown"
+    );
     assert!(
         answered_twice <= CONCURRENCY + FINISHED_UNSAVED,
         "{answered_twice} calls answered twice"

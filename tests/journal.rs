@@ -92,6 +92,7 @@ async fn on_kafka_a_new_owner_reads_what_its_predecessor_journaled() {
         topic: format!("{prefix}.{{bot}}.{{kind}}"),
         dead_letter_topic: format!("{prefix}.{{bot}}.deadletter"),
         replication_factor: 1,
+        create_topics: true,
         ..Default::default()
     };
     let config = outbound(&prefix);

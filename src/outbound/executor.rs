@@ -94,10 +94,12 @@ struct Attempted {
     started: Instant,
 }
 
-/// What an attempt came to.
+/// What an attempt (or the journal claim before the first one) came to.
 enum Attempt {
-    /// Sent (its key claimed in the journal): Telegram's answer, or why there is none.
+    /// Sent: Telegram's answer, or why there is none.
     Sent(Result<RawReply, TelegramError>),
+    /// The call's key is claimed in the journal: it may be sent.
+    Claimed,
     /// Not sent: the journal holds the call already, from an earlier owner or a repeat.
     Found(Found),
     /// Not sent: the journal could not be written.

@@ -59,6 +59,13 @@ impl Executor {
                 Some(head) if head.call.paid => self.limiter.paid_ready_at(now),
                 _ => self.limiter.bot_ready_at(now),
             };
+            if turn <= now && head.is_some_and(|h| !h.journaled) {
+                // Its turn: claimed in the journal first, and sent once claimed, its
+                // turn taken then (a claim's own time would bunch up sends the limiter
+                // had spaced out).
+                self.claim();
+                continue;
+            }
             let (lane, job) = match head {
                 Some(head) if turn > now => match self.cannot_wait(head, turn, now) {
                     Some(answered) => {
@@ -100,23 +107,7 @@ impl Executor {
             let method = job.call.method.clone();
             let body = job.taken.request.body.clone();
             let timeout = self.settings.call_timeout;
-            let claim = (!job.journaled).then(|| Claim {
-                journal: Arc::clone(&self.journal),
-                key: job.key.clone(),
-                fingerprint: job.fingerprint,
-                repeatable: job.call.repeatable,
-            });
             self.attempts.spawn(async move {
-                if let Some(claim) = claim {
-                    if let Err(attempt) = claim.make().await {
-                        let started = Instant::now();
-                        return Attempted {
-                            lane,
-                            attempt,
-                            started,
-                        };
-                    }
-                }
                 let started = Instant::now();
                 let outcome = api.call_raw(&method, body, timeout).await;
                 Attempted {
@@ -127,6 +118,31 @@ impl Executor {
             });
         }
         None
+    }
+
+    /// Claims the ready lane's head call in the journal, in a task of its own (it
+    /// counts as one of the calls in flight).
+    fn claim(&mut self) {
+        let (lane, job) = self.lanes.start().expect("a lane is ready");
+        // A claim is no attempt at Telegram.
+        job.attempts -= 1;
+        let claim = Claim {
+            journal: Arc::clone(&self.journal),
+            key: job.key.clone(),
+            fingerprint: job.fingerprint,
+            repeatable: job.call.repeatable,
+        };
+        self.attempts.spawn(async move {
+            let attempt = match claim.make().await {
+                Ok(()) => Attempt::Claimed,
+                Err(attempt) => attempt,
+            };
+            Attempted {
+                lane,
+                attempt,
+                started: Instant::now(),
+            }
+        });
     }
 }
 

@@ -32,14 +32,22 @@ impl Executor {
         } = attempted;
         let outcome = match attempt {
             Attempt::Sent(outcome) => outcome,
+            Attempt::Claimed => {
+                let job = self
+                    .lanes
+                    .head_mut(&lane)
+                    .expect("a claimed call heads its lane");
+                job.journaled = true;
+                self.lanes.again(&lane, None);
+                return self.lanes.ready_first(lane);
+            }
             Attempt::Found(found) => return self.found(lane, found, now),
             Attempt::Unjournaled(error) => return self.unjournaled(lane, error, now),
         };
         let job = self
             .lanes
-            .head_mut(&lane)
+            .head(&lane)
             .expect("an attempted call heads its lane");
-        job.journaled = true;
         let (method, chat, message, weight) = (
             job.call.method.clone(),
             job.call.chat.clone(),
