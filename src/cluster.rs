@@ -63,7 +63,7 @@ pub async fn connect(
             )))
         }
         Broker::Kafka(kafka) => {
-            let store = kafka::KafkaStore::connect(kafka, config).await?;
+            let store = kafka::KafkaStore::connect(kafka, config, &metrics).await?;
             Ok(Box::new(SharedOwnership::new(
                 store, config, lease, metrics,
             )))
@@ -205,6 +205,13 @@ impl OwnershipLog {
     }
 
     /// This replica's lease lapsed: its bots stopped polling until it is renewed.
+    /// An owner write failed; a refusal of the compare-and-set is counted.
+    pub fn write_failed(&self, error: &store::StoreError) {
+        if matches!(error, store::StoreError::Conflict) {
+            self.metrics.cluster_owner_conflicts.inc();
+        }
+    }
+
     pub fn lapsed(&self, bots: usize) {
         tracing::warn!(instance = %self.instance, bots,
             "cluster lease lapsed (the broker did not take a renewal in time); stopped polling until it is renewed");

@@ -75,6 +75,15 @@ pub struct Metrics {
     /// Shared cluster: 1 while another process runs under this replica's
     /// `cluster.instance` and this one yields to it (runs no bot).
     pub cluster_name_conflict: IntGauge,
+    /// Shared cluster: times this replica's lease lapsed (no heartbeat stored in time).
+    pub cluster_lease_lapses: prometheus::IntCounter,
+    /// Shared cluster: when the last heartbeat the broker stored was sent (Unix seconds).
+    pub cluster_lease_renewed: prometheus::Gauge,
+    /// Shared cluster: owner writes the compare-and-set refused (another replica wrote
+    /// the key first).
+    pub cluster_owner_conflicts: prometheus::IntCounter,
+    /// Shared cluster on Kafka: records of the owners log still to read at start.
+    pub cluster_replay_lag: IntGauge,
     /// Shared cluster: 1 while this replica owns the bot, 0 once it released or lost
     /// it, by bot. Summed over replicas, 1 for every bot that has an owner.
     pub bot_owner: IntGaugeVec,
@@ -229,6 +238,32 @@ impl Metrics {
                 &registry,
                 "cluster_members",
                 "Live replicas this one sees, itself included.",
+            ),
+            cluster_lease_lapses: plain_counter(
+                &registry,
+                "cluster_lease_lapses_total",
+                "Times this replica's cluster lease lapsed (no heartbeat stored in time).",
+            ),
+            cluster_lease_renewed: {
+                let g = prometheus::Gauge::new(
+                    "tgrelay_cluster_lease_renewed_timestamp_seconds",
+                    "When the last heartbeat the broker stored was sent (Unix seconds).",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric registers once");
+                g
+            },
+            cluster_owner_conflicts: plain_counter(
+                &registry,
+                "cluster_owner_conflicts_total",
+                "Owner writes refused by the compare-and-set: another replica wrote the key first.",
+            ),
+            cluster_replay_lag: plain_gauge(
+                &registry,
+                "cluster_replay_lag_records",
+                "Kafka: records of the owners log still to read before this replica plans.",
             ),
             cluster_name_conflict: plain_gauge(
                 &registry,

@@ -110,6 +110,12 @@ impl KafkaBroker {
         topics::ensure_log(&self.config, topic, retention_ms, "delete").await
     }
 
+    /// Whether a log topic still holds (and will keep) every record from offset 0;
+    /// its high watermark when it does (see `topics::check_log_intact`).
+    pub async fn check_log_intact(&self, topic: &str) -> Result<i64, String> {
+        topics::check_log_intact(&self.config, topic).await
+    }
+
     /// As `ensure_log_topic`, compacted too: only the last record of each key is kept
     /// (and none past `retention_ms`).
     pub async fn ensure_compacted_log_topic(

@@ -80,6 +80,7 @@ impl<S: Store> Ownership for SharedOwnership<S> {
                 Arc::clone(&renewal),
                 renewing.clone(),
                 beat,
+                Arc::clone(&self.log.metrics),
             ));
             let view = ClusterView::new(&self.config.instance, incarnation, self.config.lease_ttl);
             let mut coordinator = Coordinator {
@@ -94,6 +95,7 @@ impl<S: Store> Ownership for SharedOwnership<S> {
                 lapsed: false,
                 yielding: false,
                 renewal,
+                cut_off_since: None,
             };
             coordinator.run(changes, shutdown).await;
             renewing.cancel();
@@ -119,6 +121,8 @@ struct Coordinator<S: Store> {
     yielding: bool,
     /// The heartbeats, renewed apart from this loop (claims must not delay them).
     renewal: Arc<Renewal>,
+    /// Since when the broker has stored no heartbeat of this replica, while it does not.
+    cut_off_since: Option<Instant>,
 }
 
 impl<S: Store> Coordinator<S> {
@@ -141,13 +145,8 @@ impl<S: Store> Coordinator<S> {
                 _ = shutdown.cancelled() => return,
                 Some(change) = changes.recv() => self.on_change(change).await,
                 _ = tick.tick() => {
-                    // This process was not running (frozen, starved): the others'
-                    // silence meanwhile was not heard, only missed.
-                    let stall = last_tick.elapsed();
-                    if stall > TICK * 4 {
-                        self.view.shift_after_stall(stall - TICK);
-                    }
-                    last_tick = Instant::now();
+                    self.heard_through(&mut last_tick);
+                    self.after_outage();
                     self.view.prune();
                     // Plan on the latest news: everything that arrived meanwhile first.
                     while let Ok(change) = changes.try_recv() {
@@ -162,12 +161,47 @@ impl<S: Store> Coordinator<S> {
                     if self.lapsed && self.renewal.renewed_within(self.config.owner_grace()) {
                         self.reconfirm().await;
                     }
-                    if self.lease.is_valid() && !self.lapsed && Instant::now() >= first_plan {
+                    // Stopping bots above may have waited long (for a broker that was
+                    // away): what went unheard meanwhile is a stall too.
+                    self.heard_through(&mut last_tick);
+                    if self.lease.is_valid()
+                        && !self.lapsed
+                        && Instant::now() >= first_plan
+                        && self.store.caught_up()
+                    {
                         self.rebalance().await;
                     }
                     self.report();
                 }
             }
+        }
+    }
+
+    /// This loop did not run since `last` for longer than a few ticks (the process was
+    /// frozen or starved, or a step waited): the others' silence meanwhile was not
+    /// heard, only missed, so their stamps move on by it.
+    fn heard_through(&mut self, last: &mut Instant) {
+        let stall = last.elapsed();
+        if stall > TICK * 4 {
+            self.view.shift_after_stall(stall - TICK);
+        }
+        *last = Instant::now();
+    }
+
+    /// While the broker stored no heartbeat of this replica it heard nobody either:
+    /// when it answers again, the others' silence meanwhile counts as a stall, so that
+    /// the first replica back after an outage longer than the lease does not judge
+    /// every other one dead and take its bots.
+    fn after_outage(&mut self) {
+        let answering = self.renewal.renewed_within(self.config.renew_every() * 2);
+        match (answering, self.cut_off_since) {
+            (false, None) => self.cut_off_since = Some(Instant::now()),
+            (true, Some(since)) => {
+                self.cut_off_since = None;
+                self.view
+                    .shift_after_stall(since.elapsed() + self.config.renew_every() * 2);
+            }
+            _ => {}
         }
     }
 

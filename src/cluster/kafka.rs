@@ -14,6 +14,7 @@
 //! members kept being dealt empty assignments; a log read in order has no such phase.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::store::{Change, Heartbeat, Store, StoreError};
 use crate::broker::kafka::KafkaBroker;
 use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Outcomes of owner writes kept for a writer that learns its offset late.
@@ -47,6 +49,15 @@ pub struct KafkaStore {
     owners: String,
     log: Arc<Mutex<OwnersLog>>,
     changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+    /// The owners log was read up to where it stood at start.
+    caught_up: Arc<AtomicBool>,
+}
+
+/// The owners log's replay at start: where it ends, and how far is left.
+struct Replay {
+    high: i64,
+    lag: prometheus::IntGauge,
+    caught_up: Arc<AtomicBool>,
 }
 
 /// The owner writes read so far, and writers waiting to learn whether theirs counted.
@@ -65,6 +76,7 @@ impl KafkaStore {
     pub async fn connect(
         broker: &KafkaBroker,
         config: &ClusterConfig,
+        metrics: &Arc<Metrics>,
     ) -> Result<KafkaStore, KafkaStoreError> {
         let client = &broker.connection_config();
         let members = format!("{}.members", config.name);
@@ -79,6 +91,17 @@ impl KafkaStore {
                     message,
                 })?;
         }
+        // The compare-and-set reads the owners log whole: refuse one that lost records.
+        let high = broker
+            .check_log_intact(&owners)
+            .await
+            .map_err(|message| KafkaStoreError {
+                topic: owners.clone(),
+                message,
+            })?;
+        let lag = metrics.cluster_replay_lag.clone();
+        lag.set(high);
+        let caught_up = Arc::new(AtomicBool::new(high == 0));
         let error = |topic: &str, e: KafkaError| KafkaStoreError {
             topic: topic.to_owned(),
             message: e.to_string(),
@@ -93,12 +116,18 @@ impl KafkaStore {
         let log = Arc::new(Mutex::new(OwnersLog::default()));
         let reader = |topic: &str| reader(client, config, topic).map_err(|e| error(topic, e));
         tokio::spawn(read_members(reader(&members)?, tx.clone()));
-        tokio::spawn(read_owners(reader(&owners)?, Arc::clone(&log), tx));
+        let replay = Replay {
+            high,
+            lag,
+            caught_up: Arc::clone(&caught_up),
+        };
+        tokio::spawn(read_owners(reader(&owners)?, Arc::clone(&log), tx, replay));
         Ok(KafkaStore {
             producer,
             members,
             owners,
             log,
+            caught_up,
             changes: Mutex::new(Some(rx)),
         })
     }
@@ -176,11 +205,18 @@ async fn read_owners(
     consumer: StreamConsumer<Reader>,
     log: Arc<Mutex<OwnersLog>>,
     tx: mpsc::UnboundedSender<Change>,
+    replay: Replay,
 ) {
     let mut live = false;
     while !tx.is_closed() {
         match consumer.recv().await {
             Ok(record) => {
+                if !live {
+                    replay.lag.set((replay.high - record.offset() - 1).max(0));
+                    if record.offset() + 1 >= replay.high {
+                        replay.caught_up.store(true, Ordering::SeqCst);
+                    }
+                }
                 let key = record.key_view::<str>().and_then(Result::ok);
                 let value = record.payload_view::<str>().and_then(Result::ok);
                 let change =
@@ -194,7 +230,11 @@ async fn read_owners(
                 }
             }
             // The history is read: what follows happens now.
-            Err(KafkaError::PartitionEOF(_)) => live = true,
+            Err(KafkaError::PartitionEOF(_)) => {
+                live = true;
+                replay.lag.set(0);
+                replay.caught_up.store(true, Ordering::SeqCst);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the cluster's owners failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -253,6 +293,10 @@ impl OwnersLog {
 }
 
 impl Store for KafkaStore {
+    fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::SeqCst)
+    }
+
     fn changes(&self) -> mpsc::UnboundedReceiver<Change> {
         self.changes
             .lock()

@@ -73,6 +73,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every change from the current state on, for as long as the store lives.
     fn changes(&self) -> mpsc::UnboundedReceiver<Change>;
 
+    /// Whether the changes have caught up with what the store held at start; a
+    /// replica plans only then (Kafka replays its owners log first).
+    fn caught_up(&self) -> bool {
+        true
+    }
+
     /// Says this replica is alive; done once the broker stored it.
     fn heartbeat(
         &self,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Weak;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
@@ -199,4 +199,56 @@ pub async fn ensure_log(
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
         Some(Err((_, code))) => Err(code.to_string()),
     }
+}
+
+/// Checks that a one-partition log still holds every record from offset 0 and will
+/// keep them (no compaction, no time or size limit): the cluster's owners log
+/// decides each compare-and-set by reading it whole, so a record deleted from it
+/// would let two replicas own one bot. Returns the high watermark: the records there
+/// are now.
+pub async fn check_log_intact(config: &KafkaSinkConfig, topic: &str) -> Result<i64, String> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .connection_config()
+        .create()
+        .map_err(|e| e.to_string())?;
+    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .map_err(|e| format!("reading its settings: {e}"))?;
+    let fix = "delete it (the replicas rebuild it) or recreate it with cleanup.policy=delete, \
+               retention.ms=-1 and retention.bytes=-1";
+    if let Some(Ok(resource)) = described.first() {
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+        if let Some(policy) = value("cleanup.policy").filter(|p| p.contains("compact")) {
+            return Err(format!(
+                "cleanup.policy is {policy}: compaction deletes owner records; {fix}"
+            ));
+        }
+        for limit in ["retention.ms", "retention.bytes"] {
+            if let Some(v) = value(limit).filter(|v| v.parse::<i64>().is_ok_and(|n| n >= 0)) {
+                return Err(format!(
+                    "{limit} is {v}: old owner records would be deleted; {fix}"
+                ));
+            }
+        }
+    }
+    use rdkafka::consumer::Consumer as _;
+    let consumer: rdkafka::consumer::BaseConsumer = config
+        .connection_config()
+        .create()
+        .map_err(|e| e.to_string())?;
+    let topic_owned = topic.to_owned();
+    let (low, high) = tokio::task::spawn_blocking(move || {
+        consumer.fetch_watermarks(&topic_owned, 0, METADATA_TIMEOUT)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading its offsets: {e}"))?;
+    if low > 0 {
+        return Err(format!(
+            "its records before offset {low} were deleted, so the owners it records cannot be trusted; {fix}"
+        ));
+    }
+    Ok(high)
 }

@@ -28,7 +28,10 @@ impl<S: Store> Coordinator<S> {
             match result {
                 Ok(new) => self.claimed(&bot, new, members),
                 // Usually another replica was faster; the next round sees its claim.
-                Err(e) => tracing::debug!(%bot, revision, error = %e, "claim not taken"),
+                Err(e) => {
+                    self.log.write_failed(&e);
+                    tracing::debug!(%bot, revision, error = %e, "claim not taken");
+                }
             }
         }
     }
@@ -72,8 +75,11 @@ impl<S: Store> Coordinator<S> {
             match freed {
                 Ok(Some(revision)) => self.wrote(&bot, None, revision),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(%bot, error = %e,
-                    "freeing a released bot's key failed; it moves once this replica's heartbeat is seen to stop"),
+                Err(e) => {
+                    self.log.write_failed(&e);
+                    tracing::warn!(%bot, error = %e,
+                        "freeing a released bot's key failed; it moves once this replica's heartbeat is seen to stop");
+                }
             }
             self.log.released(&bot);
         }
@@ -89,7 +95,10 @@ impl<S: Store> Coordinator<S> {
                     self.wrote(&bot, Some(me.clone()), new);
                     self.mine.insert(bot, new);
                 }
-                Err(_) => self.log.lost(&bot, "lapsed"),
+                Err(e) => {
+                    self.log.write_failed(&e);
+                    self.log.lost(&bot, "lapsed");
+                }
             }
         }
         self.lapsed = false;
@@ -109,10 +118,13 @@ impl<S: Store> Coordinator<S> {
             .map(|(bot, k)| (bot.clone(), k.revision))
             .collect();
         for (bot, revision) in stale {
-            if let Ok(new) = self.store.write_owner(&bot, Some(&me), revision).await {
-                self.wrote(&bot, Some(me.clone()), new);
-                self.mine.insert(bot.clone(), new);
-                self.log.acquired(&bot, None, None);
+            match self.store.write_owner(&bot, Some(&me), revision).await {
+                Ok(new) => {
+                    self.wrote(&bot, Some(me.clone()), new);
+                    self.mine.insert(bot.clone(), new);
+                    self.log.acquired(&bot, None, None);
+                }
+                Err(e) => self.log.write_failed(&e),
             }
         }
     }

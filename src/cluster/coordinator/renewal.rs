@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::store::{Heartbeat, Store};
 use crate::config::ClusterConfig;
 use crate::lease::Lease;
+use crate::metrics::Metrics;
 
 #[derive(Default)]
 pub(super) struct Renewal {
@@ -61,6 +62,7 @@ pub(super) async fn run<S: Store>(
     state: Arc<Renewal>,
     stop: CancellationToken,
     beat: Heartbeat,
+    metrics: Arc<Metrics>,
 ) {
     let mut every = tokio::time::interval(config.renew_every());
     loop {
@@ -72,8 +74,8 @@ pub(super) async fn run<S: Store>(
             continue;
         }
         let held_before = state.last.lock().unwrap().is_some();
-        if held_before && !lease.is_valid() {
-            state.lapsed.store(true, Ordering::SeqCst);
+        if held_before && !lease.is_valid() && !state.lapsed.swap(true, Ordering::SeqCst) {
+            metrics.cluster_lease_lapses.inc();
         }
         let sent = Instant::now();
         let put = store.heartbeat(&config.instance, beat);
@@ -82,6 +84,12 @@ pub(super) async fn run<S: Store>(
         match tokio::time::timeout(config.owner_grace(), put).await {
             Ok(Ok(())) => {
                 *state.last.lock().unwrap() = Some(sent);
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                metrics
+                    .cluster_lease_renewed
+                    .set(unix - sent.elapsed().as_secs_f64());
                 if !state.lapsed() {
                     lease.set_deadline(sent + config.owner_grace());
                 }
