@@ -244,17 +244,11 @@ impl Metrics {
                 "cluster_lease_lapses_total",
                 "Times this replica's cluster lease lapsed (no heartbeat stored in time).",
             ),
-            cluster_lease_renewed: {
-                let g = prometheus::Gauge::new(
-                    "tgrelay_cluster_lease_renewed_timestamp_seconds",
-                    "When the last heartbeat the broker stored was sent (Unix seconds).",
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("metric registers once");
-                g
-            },
+            cluster_lease_renewed: float_gauge(
+                &registry,
+                "cluster_lease_renewed_timestamp_seconds",
+                "When the last heartbeat the broker stored was sent (Unix seconds).",
+            ),
             cluster_owner_conflicts: plain_counter(
                 &registry,
                 "cluster_owner_conflicts_total",
@@ -381,6 +375,14 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
 
 fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(format!("tgrelay_{name}"), help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registers once");
+    g
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    let g = prometheus::Gauge::new(format!("tgrelay_{name}"), help).expect("valid metric");
     registry
         .register(Box::new(g.clone()))
         .expect("metric registers once");
