@@ -247,6 +247,37 @@ async fn two_processes_with_one_name_never_poll_one_bot_twice(broker: BrokerKind
     deliver_everything(&cluster).await;
 }
 
+/// A fourth replica that dies shortly after each start (a crash-looping pod) never
+/// proves alive, so the others give it no bot: none goes unpolled for a lease.
+async fn a_crash_looping_replica_takes_no_bot_from_the_others(broker: BrokerKind) {
+    let mut cluster = Cluster::new(broker, 6, 780_000).await;
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    assert!(cluster.balanced(&[], SETTLE).await);
+    cluster.trickle(Duration::from_millis(100));
+    let owned: Vec<_> = (0..3).map(|i| cluster.owned_by_log(i)).collect();
+    let looping = Instant::now();
+    for _ in 0..3 {
+        cluster.start(3);
+        // Up and heard (it plans after one renewal period), dead within its window.
+        tokio::time::sleep(cluster.lease() / 2).await;
+        let took = cluster.owned_by_log(3);
+        cluster.kill(3);
+        assert!(took.is_empty(), "the crash-looping replica took {took:?}");
+    }
+    let after: Vec<_> = (0..3).map(|i| cluster.owned_by_log(i)).collect();
+    if after != owned {
+        cluster.print_logs();
+    }
+    assert_eq!(after, owned, "no bot released to it");
+    let bots: Vec<String> = cluster.bots.keys().cloned().collect();
+    let gap = cluster.longest_unpolled(&bots, looping, Instant::now());
+    eprintln!("longest a bot went unpolled: {gap:?}");
+    assert_eq!(cluster.conflicts_since(looping), 0, "no bot polled twice");
+    deliver_everything(&cluster).await;
+}
+
 /// One scenario at a time: each runs three relays, and leases are about time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -283,5 +314,6 @@ on_both_brokers!(
     two_unsynchronised_pollers_cause_duplicates_and_409s_never_loss,
     bots_added_to_and_removed_from_a_shared_token_directory_get_one_owner,
     a_frozen_replica_that_owned_nothing_takes_over_once_woken,
-    two_processes_with_one_name_never_poll_one_bot_twice
+    two_processes_with_one_name_never_poll_one_bot_twice,
+    a_crash_looping_replica_takes_no_bot_from_the_others
 );

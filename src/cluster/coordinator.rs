@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{plan, View};
+use super::plan::{plan_proven, View};
 use super::store::{Change, Heartbeat, Store};
 use super::{Bots, Ownership, OwnershipLog};
 use crate::config::ClusterConfig;
@@ -193,13 +193,21 @@ impl<S: Store> Coordinator<S> {
     /// the first replica back after an outage longer than the lease does not judge
     /// every other one dead and take its bots.
     fn after_outage(&mut self) {
-        let answering = self.renewal.renewed_within(self.config.renew_every() * 2);
+        if self.yielding {
+            // No heartbeats by choice: nothing was missed.
+            self.cut_off_since = None;
+            return;
+        }
+        // Slow heartbeats are no outage: only a silence that could outlast a takeover
+        // window is made up for.
+        let window = self.config.lease_ttl * 4 / 5;
+        let answering = self.renewal.renewed_within(window);
         match (answering, self.cut_off_since) {
             (false, None) => self.cut_off_since = Some(Instant::now()),
             (true, Some(since)) => {
                 self.cut_off_since = None;
                 self.view
-                    .shift_after_stall(since.elapsed() + self.config.renew_every() * 2);
+                    .shift_members_after_outage(since.elapsed() + window);
             }
             _ => {}
         }
@@ -269,16 +277,18 @@ impl<S: Store> Coordinator<S> {
         self.adopt().await;
         let bots: BTreeSet<String> = self.bots.borrow().keys().cloned().collect();
         let members = self.view.live_members();
+        let proven = self.view.proven_members();
         let mut owners = self.view.live_owners(&members);
         for bot in self.mine.keys() {
             owners.insert(bot.clone(), self.me().to_owned());
         }
-        let mut wanted = plan(&View {
+        let view = View {
             me: self.me(),
             bots: &bots,
             members: &members,
             owners: &owners,
-        });
+        };
+        let mut wanted = plan_proven(&view, &proven);
         // Bots dropped from the configuration are released like any other.
         wanted
             .release

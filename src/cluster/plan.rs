@@ -81,6 +81,29 @@ pub fn plan(view: &View<'_>) -> Plan {
     out
 }
 
+/// As `plan`, with the replicas of `members` not in `proven` (heard for less than a
+/// takeover window: just started, or crash-looping) counted only for the bots that are
+/// free: nobody releases a bot for them, so a pod that dies right after each start
+/// takes nothing from the others. At a cold start every replica claims its share of
+/// the free bots and none releases any.
+pub fn plan_proven(view: &View<'_>, proven: &BTreeSet<String>) -> Plan {
+    let claim = plan(view).claim;
+    let owners: BTreeMap<String, String> = view
+        .owners
+        .iter()
+        .filter(|(_, owner)| proven.contains(*owner))
+        .map(|(bot, owner)| (bot.clone(), owner.clone()))
+        .collect();
+    let release = plan(&View {
+        me: view.me,
+        bots: view.bots,
+        members: proven,
+        owners: &owners,
+    })
+    .release;
+    Plan { claim, release }
+}
+
 /// Rendezvous rank of a bot for a replica (FNV-1a: the same on every replica).
 fn rank(me: &str, bot: &str) -> u64 {
     me.bytes()

@@ -30,6 +30,10 @@ pub(super) struct OwnerKey {
 pub(super) struct Seen {
     pub at: Instant,
     pub lease_ttl: Option<Duration>,
+    /// Since when this process (`incarnation`) has been heard without a gap past its
+    /// takeover window.
+    pub since: Instant,
+    pub incarnation: u64,
 }
 
 pub(super) struct ClusterView {
@@ -78,6 +82,20 @@ impl ClusterView {
             .collect()
     }
 
+    /// Live replicas heard for a whole takeover window without a gap, and this one:
+    /// only those are given bots by the others, so a pod that dies right after each
+    /// start (crash-looping) takes nothing from them.
+    pub fn proven_members(&self) -> BTreeSet<String> {
+        self.heartbeats
+            .iter()
+            .filter(|(_, seen)| {
+                self.is_live(seen) && seen.since.elapsed() >= self.takeover_after(seen)
+            })
+            .map(|(m, _)| m.clone())
+            .chain([self.me.clone()])
+            .collect()
+    }
+
     /// Bot → owner, for owners among `members`.
     pub fn live_owners(&self, members: &BTreeSet<String>) -> BTreeMap<String, String> {
         self.owners
@@ -108,6 +126,16 @@ impl ClusterView {
         let now = Instant::now();
         for seen in self.heartbeats.values_mut().chain(self.twins.values_mut()) {
             seen.at = (seen.at + stall).min(now);
+        }
+    }
+
+    /// The broker stored nothing of this replica for `outage`: the other replicas'
+    /// silence meanwhile was not heard (as in a stall). Twins are left as they were: a
+    /// process under this name that went silent before is not brought back.
+    pub fn shift_members_after_outage(&mut self, outage: Duration) {
+        let now = Instant::now();
+        for seen in self.heartbeats.values_mut() {
+            seen.at = (seen.at + outage).min(now);
         }
     }
 
@@ -147,9 +175,19 @@ impl ClusterView {
     }
 
     fn member(&mut self, instance: String, alive: bool, beat: Heartbeat) {
+        let now = Instant::now();
+        // A process restarted under the same name (a crash loop) starts over.
+        let since = match self.heartbeats.get(&instance) {
+            Some(earlier) if self.is_live(earlier) && earlier.incarnation == beat.incarnation => {
+                earlier.since
+            }
+            _ => now,
+        };
         let seen = Seen {
-            at: Instant::now(),
+            at: now,
             lease_ttl: beat.lease_ttl,
+            since,
+            incarnation: beat.incarnation,
         };
         if instance != self.me {
             match alive {
@@ -188,6 +226,35 @@ mod tests {
         assert!(view.live_members().contains("r1"), "30 s lease: still live");
         tokio::time::advance(Duration::from_secs(15)).await;
         assert!(!view.live_members().contains("r1"), "silent for 80 % of it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_is_proven_once_heard_for_a_whole_window_without_a_gap() {
+        let mut view = ClusterView::new("r0", 7, Duration::from_secs(10));
+        view.apply(beat(1, 10));
+        assert!(view.live_members().contains("r1"));
+        assert!(!view.proven_members().contains("r1"), "just started");
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            view.apply(beat(1, 10));
+        }
+        assert!(view.proven_members().contains("r1"), "heard for 8 s");
+        // It dies and comes back at once (a crash loop): a new process starts over.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        view.apply(beat(2, 10));
+        assert!(!view.proven_members().contains("r1"), "restarted");
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            view.apply(beat(2, 10));
+        }
+        assert!(view.proven_members().contains("r1"), "heard for a window");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        view.apply(beat(2, 10));
+        assert!(!view.proven_members().contains("r1"), "back after a gap");
+        assert!(
+            view.proven_members().contains("r0"),
+            "this replica always counts"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -137,3 +137,45 @@ fn a_replica_above_its_share_releases_the_excess() {
     assert_eq!(p.release.len(), 3);
     assert!(p.claim.is_empty());
 }
+
+#[test]
+fn a_replica_not_yet_proven_gets_no_bot_released_for_it_but_shares_the_free_ones() {
+    let bots = names("b", 6);
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    let members = set(&["r0", "r1", "r2"]);
+    // r0 and r1 own three bots each; r2 has just started.
+    let owners: BTreeMap<String, String> = bots
+        .iter()
+        .enumerate()
+        .map(|(i, bot)| (bot.clone(), if i < 3 { "r0" } else { "r1" }.to_string()))
+        .collect();
+    let view = View {
+        me: "r0",
+        bots: &bots,
+        members: &members,
+        owners: &owners,
+    };
+    assert_eq!(plan_proven(&view, &set(&["r0", "r1"])), Plan::default());
+    let proven = plan_proven(&view, &members);
+    assert_eq!(
+        (proven.claim.len(), proven.release.len()),
+        (0, 1),
+        "once proven"
+    );
+
+    // A cold start: nobody owns a bot and nobody was heard for long yet.
+    let none = BTreeMap::new();
+    let cold = View {
+        me: "r0",
+        bots: &bots,
+        members: &members,
+        owners: &none,
+    };
+    let p = plan_proven(&cold, &set(&["r0"]));
+    assert_eq!(
+        (p.claim.len(), p.release.len()),
+        (2, 0),
+        "its share of the free bots"
+    );
+}
