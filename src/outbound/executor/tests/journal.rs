@@ -144,3 +144,18 @@ async fn a_call_given_back_unsent_is_cleared_from_the_journal_for_its_next_owner
     assert_eq!(log, ["release 1"]);
     assert!(journal.entries.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_call_whose_journal_stays_away_is_answered_not_sent() {
+    let mut h = Harness::start_custom(fast(), |s| s.max_attempts = 2).await;
+    h.journal.down.store(true, Ordering::SeqCst);
+    h.publish("sendMessage", message(1, "never"), Some("n"))
+        .await;
+    let results = h.results(1).await;
+    let calls = h.telegram.calls.lock().unwrap().clone();
+    h.stop().await;
+    assert!(calls.is_empty(), "not sent: {calls:?}");
+    assert_eq!(header(&results[0], "tg-outcome"), Some("not_sent"));
+    let body: Value = serde_json::from_slice(&results[0].body).unwrap();
+    assert_eq!(body["error_code"], 503, "{body}");
+}
