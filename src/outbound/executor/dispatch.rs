@@ -84,6 +84,7 @@ impl Executor {
                 continue;
             }
             self.limiter.take_n(now, job.call.weight, job.call.paid);
+            job.attempts += 1;
             if job.attempts == 1 {
                 let bot = [self.bot.name.as_str()];
                 let waited = now.duration_since(job.taken_at).as_secs_f64();
@@ -124,8 +125,6 @@ impl Executor {
     /// counts as one of the calls in flight).
     fn claim(&mut self) {
         let (lane, job) = self.lanes.start().expect("a lane is ready");
-        // A claim is no attempt at Telegram.
-        job.attempts -= 1;
         let claim = Claim {
             journal: Arc::clone(&self.journal),
             key: job.key.clone(),

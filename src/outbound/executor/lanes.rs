@@ -211,7 +211,8 @@ impl Lanes {
         self.ready[class].front().map(|(key, _)| key.clone())
     }
 
-    /// Takes the first ready lane and marks it busy; its head job is the call to send.
+    /// Takes the first ready lane and marks it busy; its head job is the call to send
+    /// (or to claim in the journal, or to answer without sending).
     pub fn start(&mut self) -> Option<(LaneKey, &mut Job)> {
         let class = self.first_ready()?;
         let (key, _) = self.ready[class].pop_front()?;
@@ -220,7 +221,6 @@ impl Lanes {
         lane.busy = true;
         lane.not_before = None;
         let job = lane.jobs.front_mut().expect("a ready lane has a job");
-        job.attempts += 1;
         Some((key, job))
     }
 
